@@ -1,0 +1,351 @@
+"""Text-level redundancy: find and drop repeated sentences, and measure how loopy an answer is.
+
+SmolVLM2 answers often get the gist right and then pad it with text they already said: a clause
+such as "这使得花朵显得更加美丽" recurring in sentence after sentence, or a sentence looping
+verbatim until the token limit. The token-level loop guard stops generation early; this module
+cleans what came back and scores it, so evaluations can count redundancy instead of eyeballing it.
+
+Everything here is pure Python on strings: no model, no tokenizer.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from difflib import SequenceMatcher
+
+# A piece needs this many word units (CJK characters or words) to count as a repeat: shorter
+# ones ("是的，", "However,", list markers) recur in ordinary writing.
+MIN_UNITS = 5
+# Looping: a repeat must be this many characters long and cover this share of the text...
+MIN_LOOP_CHARS = 32
+LOOP_SHARE = 0.3
+# ...and a contiguous loop, or a recurring clause, must show up at least this many times.
+MIN_LOOP_REPEATS = 3
+
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+# Units: a CJK character, a run of other letters/digits (a word), or any other visible character.
+_UNIT = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+|\S")
+_LINE = re.compile(r"[^\n]*\n|[^\n]+")
+# Where a clause ends. CJK marks end one anywhere; ASCII marks only before whitespace, so
+# "3.5", "1,000" and "e.g.x" stay whole.
+_BREAK = re.compile(
+    r"[。！？；，…]+[”’」』）》\"')\]]*\s*"
+    r"|[.!?;,]+[\"')\]]*(?:\s+|$)"
+)
+# Markdown rules and table separators: "---", "***", "| --- | :-: |".
+_RULE = re.compile(r"[|:+\s]*(?:[-=*_][|:+\s]*){3,}")
+# A piece that is only a list marker ("1. ", "b) ", "Step 2. "): it belongs to the item after it.
+_MARKER = re.compile(r"\s*(?:[^\W\d_]+\s+)?(?:\d{1,3}|[A-Za-z])[.)]\s*")
+_LEADING_MARKER = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)]|#+)\s+")
+_TERMINAL_END = re.compile(r"([。！？.!?…]+)[”’」』）》\"')\]]*$")
+_CLAUSE_END = re.compile(r"[，,；;]+$")
+
+
+@dataclass(frozen=True)
+class _Piece:
+    text: str
+    kind: str  # "text" (a clause or sentence), "row" (markdown table row), "rule" (never removed)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split `text` into clauses and sentences such that `"".join(result) == text`.
+
+    Pieces end after 。！？；，… (with closing quotes and whitespace), after .!?;, when followed
+    by whitespace or the end, and at line breaks. Splitting at commas too is deliberate: a
+    padded answer repeats the same clause inside different sentences ("…醒目，这使得花朵显得更加
+    美丽。"), which sentence-level splitting would miss. Markdown table rows and rules stay whole
+    lines, blank lines stick to the piece before them, and a list marker ("2. ", "Step 2. ")
+    sticks to its item, so that dropping a piece drops a whole item or row, never half of one.
+    """
+    return [piece.text for piece in _segments(text)]
+
+
+def remove_repeated_sentences(text: str, similarity: float = 0.9) -> tuple[str, int]:
+    """Drop every clause or sentence that repeats an earlier one; return (text, characters removed).
+
+    Pieces (see `split_sentences`) are compared on their words: case, width, whitespace,
+    punctuation and list markers are ignored. A piece is a repeat when it equals an earlier
+    piece, or when `difflib.SequenceMatcher` over the words (CJK characters count one each)
+    gives a ratio >= `similarity` and both carry the same numbers (so "row 3: 35 °C" never
+    swallows "row 4: 36 °C"). Pieces under `MIN_UNITS` words are never dropped, table rows only
+    when their cells are identical, and rules ("---") never, so lists and tables survive.
+
+    When a dropped sentence leaves its predecessor ending in a comma, the comma becomes the
+    dropped sentence's full stop ("醒目，" -> "醒目。"). Text without repeats comes back
+    byte-identical. The count is `len(text) - len(cleaned)`.
+    """
+    if not 0.0 < similarity <= 1.0:
+        raise ValueError(f"similarity must be in (0, 1], got {similarity}")
+    pieces = _segments(text)
+    history = _History(similarity)
+    kept: list[str] = []
+    dropped_last = False
+    for piece in pieces:
+        words = _key_words(piece)
+        dropped_last = words is not None and history.repeats(piece.kind, words)
+        if dropped_last:
+            _drop_after(kept, piece.text)
+        else:
+            kept.append(piece.text)
+    cleaned = "".join(kept)
+    if dropped_last:  # the dropped tail's whitespace is gone; restore the text's own ending
+        cleaned = cleaned.rstrip() + text[len(text.rstrip()):]
+    return cleaned, len(text) - len(cleaned)
+
+
+@dataclass(frozen=True)
+class RepetitionMetrics:
+    """How repetitive an answer is; every share is in [0, 1]."""
+
+    distinct_1: float
+    distinct_2: float
+    distinct_3: float
+    distinct_4: float
+    repeated_ngram_ratio: float
+    longest_repeat_share: float
+    repeated_clause_share: float
+    looped: bool
+
+    def to_dict(self) -> dict[str, float | bool]:
+        return asdict(self)
+
+
+def repetition_metrics(text: str, tokens: Sequence[Hashable] | None = None) -> RepetitionMetrics:
+    """Score repetition in `text` (and its `tokens`, when given).
+
+    Units for the n-gram measures are `tokens` when given; otherwise the text (NFKC, casefolded)
+    read as: each CJK character one unit, each run of other letters/digits one unit (a word),
+    each other visible character one unit (punctuation). Chinese is thus counted by character
+    and English by word, and a text of colons has many units rather than none.
+
+    - distinct_n: unique n-grams / all n-grams, n = 1..4 (0 when there are none).
+    - repeated_ngram_ratio: share of 4-gram positions whose 4-gram occurred at an earlier
+      position (overlap allowed); by construction it equals 1 - distinct_4.
+    - longest_repeat_share: length of the longest substring occurring at least twice, the two
+      occurrences allowed to overlap, over len(text), in characters.
+    - repeated_clause_share: characters in clauses that equal an earlier clause (as
+      `remove_repeated_sentences` compares them, exact only) over len(text).
+    - looped: any of (a) the text ends in >= MIN_LOOP_REPEATS contiguous copies of one unit
+      spanning >= MIN_LOOP_CHARS and >= LOOP_SHARE of the text; (b) longest_repeat_share
+      >= LOOP_SHARE with the repeat >= MIN_LOOP_CHARS long (a loop anywhere: k contiguous
+      copies make a repeat of k-1 copies); (c) repeated_clause_share >= LOOP_SHARE with some
+      clause occurring >= MIN_LOOP_REPEATS times (a clause recurring in sentence after sentence).
+    """
+    units = list(tokens) if tokens is not None else _units(text)
+    distinct = [_distinct(units, n) for n in range(1, 5)]
+    longest = _longest_repeat(text)
+    longest_share = longest / len(text) if text else 0.0
+    clause_chars, top_count = _repeated_clauses(text)
+    clause_share = clause_chars / len(text) if text else 0.0
+    looped = (
+        _ends_in_loop(text)
+        or (longest_share >= LOOP_SHARE and longest >= MIN_LOOP_CHARS)
+        or (clause_share >= LOOP_SHARE and top_count >= MIN_LOOP_REPEATS)
+    )
+    return RepetitionMetrics(
+        distinct_1=distinct[0],
+        distinct_2=distinct[1],
+        distinct_3=distinct[2],
+        distinct_4=distinct[3],
+        repeated_ngram_ratio=1.0 - distinct[3] if len(units) >= 4 else 0.0,
+        longest_repeat_share=longest_share,
+        repeated_clause_share=clause_share,
+        looped=looped,
+    )
+
+
+# --- splitting ---------------------------------------------------------------------------------
+
+
+def _segments(text: str) -> list[_Piece]:
+    pieces: list[_Piece] = []
+    for line in _LINE.findall(text):
+        body = line.strip()
+        if _RULE.fullmatch(body):
+            pieces.append(_Piece(line, "rule"))
+        elif body.startswith("|"):
+            pieces.append(_Piece(line, "row"))
+        else:
+            pieces.extend(_Piece(clause, "text") for clause in _clauses(line))
+    return _merge(pieces)
+
+
+def _clauses(line: str) -> Iterator[str]:
+    start = 0
+    for match in _BREAK.finditer(line):
+        yield line[start:match.end()]
+        start = match.end()
+    if start < len(line):
+        yield line[start:]
+
+
+def _merge(pieces: list[_Piece]) -> list[_Piece]:
+    """Attach blank lines to the piece before them and list markers to the piece after them."""
+    merged: list[_Piece] = []
+    marker = ""
+    for piece in pieces:
+        if merged and not marker and not piece.text.strip():
+            merged[-1] = replace(merged[-1], text=merged[-1].text + piece.text)
+            continue
+        if piece.kind == "text" and _MARKER.fullmatch(piece.text):
+            marker += piece.text
+            continue
+        merged.append(_Piece(marker + piece.text, piece.kind))
+        marker = ""
+    if marker:
+        merged.append(_Piece(marker, "text"))
+    return merged
+
+
+# --- comparing ---------------------------------------------------------------------------------
+
+
+def _units(text: str) -> list[str]:
+    return _UNIT.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
+def _key_words(piece: _Piece) -> tuple[str, ...] | None:
+    """The words a piece is compared by, or None when it must never be dropped."""
+    if piece.kind == "rule":
+        return None
+    if piece.kind == "row":  # keep cell boundaries: "| a b | c |" differs from "| a | b c |"
+        words = [w for w in _units(piece.text) if w[0].isalnum() or w == "|"]
+    else:
+        words = [w for w in _units(_LEADING_MARKER.sub("", piece.text, count=1)) if w[0].isalnum()]
+    if sum(w != "|" for w in words) < MIN_UNITS:
+        return None
+    return tuple(words)
+
+
+class _History:
+    """Pieces seen so far: a set for exact repeats, and kept prose bucketed by (length, numbers)
+    for near repeats, so a piece is only matched against the few it could possibly match."""
+
+    def __init__(self, similarity: float) -> None:
+        self.similarity = similarity
+        self.exact: set[tuple[str, tuple[str, ...]]] = set()
+        self.buckets: dict[tuple[int, tuple[str, ...]], list[tuple[str, ...]]] = {}
+
+    def repeats(self, kind: str, words: tuple[str, ...]) -> bool:
+        """Whether a piece repeats an earlier one; records it either way. Rows: exact only."""
+        if (kind, words) in self.exact:
+            return True
+        self.exact.add((kind, words))
+        if kind != "text":
+            return False
+        numbers = tuple(w for w in words if any(c.isdigit() for c in w))
+        if self._near(words, numbers):
+            return True
+        self.buckets.setdefault((len(words), numbers), []).append(words)
+        return False
+
+    def _near(self, words: tuple[str, ...], numbers: tuple[str, ...]) -> bool:
+        # ratio = 2M / (a + b) <= 2 min(a, b) / (a + b): only lengths within this window can pass.
+        s = self.similarity
+        low, high = int(len(words) * s / (2 - s)), int(len(words) * (2 - s) / s) + 1
+        matcher = SequenceMatcher(None, autojunk=False)
+        matcher.set_seq2(words)
+        for length in range(low, high + 1):
+            for earlier in self.buckets.get((length, numbers), ()):
+                matcher.set_seq1(earlier)
+                if matcher.quick_ratio() >= s and matcher.ratio() >= s:
+                    return True
+        return False
+
+
+def _drop_after(kept: list[str], dropped: str) -> None:
+    """Drop `dropped`, mending the end of the last kept piece: punctuation and line breaks."""
+    body = kept[-1].rstrip()
+    spacing = kept[-1][len(body):]
+    dropped_spacing = dropped[len(dropped.rstrip()):]
+    terminal = _TERMINAL_END.search(dropped.rstrip())
+    if terminal and _CLAUSE_END.search(body):
+        body = _CLAUSE_END.sub(terminal.group(1), body)
+    if dropped_spacing.count("\n") > spacing.count("\n"):
+        spacing = dropped_spacing
+    kept[-1] = body + spacing
+
+
+def _repeated_clauses(text: str) -> tuple[int, int]:
+    """Characters in clauses equal to an earlier clause, and the top clause's occurrence count."""
+    counts: Counter[tuple[str, tuple[str, ...]]] = Counter()
+    repeated = 0
+    for piece in _segments(text):
+        words = _key_words(piece)
+        if words is None:
+            continue
+        key = (piece.kind, words)
+        if counts[key]:
+            repeated += len(piece.text.strip())
+        counts[key] += 1
+    return repeated, max(counts.values(), default=0)
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def _distinct(units: Sequence[Hashable], n: int) -> float:
+    grams = list(zip(*(units[i:] for i in range(n))))
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+_MOD = (1 << 61) - 1
+_BASE = 1_000_003
+
+
+def _longest_repeat(text: str) -> int:
+    """Length of the longest substring that occurs twice (overlap allowed), in O(n log n).
+
+    Binary search on the length: if some substring of length L repeats, so does one of L - 1.
+    Each length is checked with a polynomial rolling hash, and hash hits are confirmed by
+    comparing the strings, so a collision can never report a repeat that is not there.
+    """
+    n = len(text)
+    prefix = [0] * (n + 1)
+    powers = [1] * (n + 1)
+    for i, char in enumerate(text):
+        prefix[i + 1] = (prefix[i] * _BASE + ord(char)) % _MOD
+        powers[i + 1] = powers[i] * _BASE % _MOD
+
+    def repeats(length: int) -> bool:
+        first: dict[int, int] = {}
+        power = powers[length]
+        for i in range(n - length + 1):
+            h = (prefix[i + length] - prefix[i] * power) % _MOD
+            j = first.setdefault(h, i)
+            if j != i and text[j:j + length] == text[i:i + length]:
+                return True
+        return False
+
+    low, high = 0, max(n - 1, 0)  # low always repeats (the empty string); high is the most possible
+    while low < high:
+        middle = (low + high + 1) // 2
+        if repeats(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _ends_in_loop(text: str) -> bool:
+    """Whether the text ends in >= MIN_LOOP_REPEATS contiguous copies of one unit (any period).
+
+    For each period p, walk back from the end while each character equals the one p before it;
+    a truncated last copy counts as part of the run. Ordinary text stops the walk at once, so
+    this is close to linear in practice.
+    """
+    body = text.rstrip()
+    n = len(body)
+    needed = max(MIN_LOOP_CHARS, LOOP_SHARE * n)
+    for period in range(1, n // MIN_LOOP_REPEATS + 1):
+        k = n - 1
+        while k >= period and body[k] == body[k - period]:
+            k -= 1
+        run = n - 1 - k + period
+        if run >= MIN_LOOP_REPEATS * period and run >= needed:
+            return True
+    return False
