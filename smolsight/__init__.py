@@ -1,0 +1,1 @@
+"""smolsight: dependable SmolVLM2 for cameras."""

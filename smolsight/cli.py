@@ -1,0 +1,148 @@
+"""The `smolsight` command. Each subcommand is a thin layer over the engine or another module;
+errors from smolsight become one line on stderr and exit status 1."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+from .errors import SmolsightError
+from .options import PRESETS
+
+GENERATION_KNOBS = (
+    "temperature", "top_p", "top_k", "repetition_penalty", "frequency_penalty", "presence_penalty",
+    "no_repeat_ngram_size", "max_new_tokens", "min_new_tokens", "stop", "seed", "loop_guard",
+    "guard_repeats", "guard_window", "guard_min_tokens", "dedupe_sentences",
+)  # fmt: skip
+
+
+def model_options(command):
+    """--model/--device/--dtype/--attn/--adapter/--quiet/--verbose, shared by every command that loads a model."""
+    decorators = [
+        click.option("-m", "--model", default="256m", envvar="SMOLSIGHT_MODEL", show_default=True,
+                     help="Alias (256m, 500m, 2.2b), hub id, or local directory."),
+        click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)."),
+        click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
+                     help="Default: bfloat16 on CUDA and on CPUs with AVX512-BF16/AMX, else float32."),
+        click.option("--attn", type=click.Choice(["sdpa", "eager", "flash_attention_2"]), default=None,
+                     help="Default: flash_attention_2 on CUDA when installed, else sdpa."),
+        click.option("--adapter", default=None, help="LoRA adapter directory from `smolsight finetune`."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress output."),
+        click.option("-v", "--verbose", is_flag=True, help="Print the device, dtype and attention chosen."),
+    ]  # fmt: skip
+    return functools.reduce(lambda cmd, decorate: decorate(cmd), reversed(decorators), command)
+
+
+def generation_options(command):
+    """--preset and every decoding knob; None means 'take the preset's value'."""
+    decorators = [
+        click.option("-p", "--preset", type=click.Choice(list(PRESETS)), default="precise", show_default=True,
+                     help="precise: greedy + loop guard; seed: the field report's settings; creative: sampling."),
+        click.option("--max-new-tokens", type=int, default=None),
+        click.option("--min-new-tokens", type=int, default=None),
+        click.option("--temperature", type=float, default=None, help="0 = greedy."),
+        click.option("--top-p", type=float, default=None),
+        click.option("--top-k", type=int, default=None),
+        click.option("--repetition-penalty", type=float, default=None),
+        click.option("--frequency-penalty", type=float, default=None),
+        click.option("--presence-penalty", type=float, default=None),
+        click.option("--no-repeat-ngram-size", type=int, default=None),
+        click.option("--stop", multiple=True, help="Stop string (repeatable)."),
+        click.option("--seed", type=int, default=None, help="Sampling seed."),
+        click.option("--guard/--no-guard", "loop_guard", default=None, help="Loop guard on or off."),
+        click.option("--guard-repeats", type=int, default=None, help="K: repeats of a unit that count as a loop."),
+        click.option("--guard-window", type=int, default=None, help="Longest repeated unit looked for, in tokens."),
+        click.option("--guard-min-tokens", type=int, default=None, help="Short units must also span this many tokens."),
+        click.option("--dedupe/--no-dedupe", "dedupe_sentences", default=None,
+                     help="Drop sentences that repeat earlier ones."),
+        click.option("--image-size", type=int, default=None, help="Longest image edge before tiling."),
+        click.option("--no-split", is_flag=True, help="Do not cut images into tiles (~8x fewer tokens)."),
+        click.option("--fps", "video_fps", type=float, default=None, help="Video frames sampled per second."),
+        click.option("--max-frames", type=int, default=None, help="Most video frames sampled."),
+    ]  # fmt: skip
+    return functools.reduce(lambda cmd, decorate: decorate(cmd), reversed(decorators), command)
+
+
+def split_generation(kwargs: dict) -> tuple[str, dict, dict]:
+    """(preset, decoding overrides, processing settings) out of a command's keyword arguments."""
+    preset = kwargs.pop("preset")
+    knobs = {k: kwargs.pop(k) for k in GENERATION_KNOBS}
+    knobs["stop"] = knobs["stop"] or None
+    settings = {
+        "image_size": kwargs.pop("image_size"),
+        "split": not kwargs.pop("no_split"),
+        "video_fps": kwargs.pop("video_fps"),
+        "max_frames": kwargs.pop("max_frames"),
+    }
+    return preset, knobs, settings
+
+
+def load_engine(kwargs: dict):
+    from .engine import Engine
+
+    verbose = kwargs.pop("verbose")
+    engine = Engine.load(
+        kwargs.pop("model"), kwargs.pop("device"), kwargs.pop("dtype"), kwargs.pop("attn"),
+        adapter=kwargs.pop("adapter"), quiet=kwargs.pop("quiet"),
+    )  # fmt: skip
+    if verbose:
+        click.echo(f"device={engine.device} dtype={engine.dtype} attn={engine.attn}", err=True)
+    return engine
+
+
+class Main(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SmolsightError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Main)
+@click.version_option(package_name="smolsight")
+def main() -> None:
+    """Ask SmolVLM2 about images and videos; evaluate, serve, benchmark and tune it."""
+
+
+@main.command()
+@click.argument("args", nargs=-1, required=True)
+@model_options
+@generation_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of streaming text.")
+def ask(args: tuple[str, ...], as_json: bool, **kwargs) -> None:
+    """Ask about MEDIA (images, or one video; paths or URLs): smolsight ask MEDIA... PROMPT"""
+    from .engine import Chunk
+
+    *media, prompt = args
+    preset, knobs, settings = split_generation(kwargs)
+    engine = load_engine(kwargs)
+    request = engine.request(list(media), prompt, preset, **knobs, **settings)
+    for event in engine.stream_batch([request]):
+        if isinstance(event, Chunk):
+            if not as_json:
+                click.echo(event.text, nl=False)
+        elif as_json:
+            click.echo(json.dumps(event.to_dict(), ensure_ascii=False))
+        else:
+            click.echo()
+            if event.finish_reason == "repetition" or event.removed_chars:
+                click.echo(f"[{event.finish_reason}: repeated text removed; answer: {event.text}]", err=True)
+
+
+@main.command("make-checkpoint")
+@click.argument("directory")
+@click.option("--shape", type=click.Choice(["tiny", "256m", "500m", "2.2b"]), default="tiny", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def make_checkpoint_command(directory: str, shape: str, seed: int) -> None:
+    """Write a random-weight SmolVLM2 checkpoint with the real architecture (for tests and benchmarks)."""
+    from .testing import make_checkpoint
+
+    click.echo(f"Writing a random {shape} checkpoint to {directory}…", err=True)
+    click.echo(make_checkpoint(directory, shape, seed))

@@ -1,0 +1,140 @@
+"""Choosing the next token, and knowing when to stop.
+
+`LoopGuard` is the answer to the field report's main complaint: it watches each sequence's
+tail and stops the sequence once a unit of 1..window tokens has repeated K times in a row.
+Its per-step cost is O(window): it keeps, for every period p, how many consecutive tail
+positions equal the token p places earlier, so it never rescans what was generated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .options import GenerationOptions
+
+
+@dataclass
+class LoopHit:
+    period: int
+    keep: int  # tokens to keep: everything up to the end of the unit's first occurrence
+    loop_start: int  # index of the first token of the unit's first occurrence
+
+
+class LoopGuard:
+    """Detects a verbatim repeated unit at the tail of one token stream."""
+
+    def __init__(self, repeats: int = 4, window: int = 64, min_tokens: int = 24) -> None:
+        self.window = window
+        self.periods = np.arange(1, window + 1)
+        # A unit of period p must occur max(K, ceil(min_tokens / p)) times, so that short units
+        # ("ha ha ha", a row of table separators) need a longer run before they count as a loop.
+        occurrences = np.maximum(repeats, -(-min_tokens // self.periods))
+        self.needed = (occurrences - 1) * self.periods
+        self.history = np.full(window + 1, -1, dtype=np.int64)  # ring of the last window+1 tokens
+        self.run = np.zeros(window, dtype=np.int64)  # run[p-1]: tail positions equal to p earlier
+        self.length = 0
+
+    def push(self, token: int) -> LoopHit | None:
+        """Add one generated token; return the loop it completes, if any."""
+        size = self.window + 1
+        earlier = self.history[(self.length - self.periods) % size]
+        valid = self.periods <= self.length
+        self.run = np.where(valid & (earlier == token), self.run + 1, 0)
+        self.history[self.length % size] = token
+        self.length += 1
+        hits = np.nonzero(self.run >= self.needed)[0]
+        if hits.size == 0:
+            return None
+        period = int(self.periods[hits[0]])
+        run = int(self.run[hits[0]])
+        keep = self.length - run
+        return LoopHit(period=period, keep=keep, loop_start=keep - period)
+
+
+def make_guard(options: GenerationOptions) -> LoopGuard | None:
+    if not options.loop_guard:
+        return None
+    return LoopGuard(options.guard_repeats, options.guard_window, options.guard_min_tokens)
+
+
+class TokenChooser:
+    """Turns a batch of next-token logits into tokens, applying penalties and sampling.
+
+    Penalties follow their usual definitions: `repetition_penalty` as in transformers (CTRL),
+    `frequency_penalty`/`presence_penalty` as in OpenAI's API, `no_repeat_ngram_size` as in
+    transformers. Each row keeps its own token counts so rows of a batch never interact.
+    """
+
+    def __init__(self, options: GenerationOptions, prompt_ids: torch.Tensor, vocab: int) -> None:
+        batch, device = prompt_ids.shape[0], prompt_ids.device
+        self.options = options
+        self.counts = torch.zeros(batch, vocab, dtype=torch.int32, device=device)
+        self.generated: list[list[int]] = [[] for _ in range(batch)]
+        self.in_prompt = prompt_mask(prompt_ids, vocab) if options.repetition_penalty != 1.0 else None
+        self.generator = None
+        if not options.greedy:
+            self.generator = torch.Generator(device=device)
+            self.generator.manual_seed(options.seed if options.seed is not None else torch.seed())
+
+    def __call__(self, logits: torch.Tensor, ban: list[int] | None = None, banned_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """logits [B, V] (float32) -> tokens [B]; `ban` tokens are forbidden in `banned_rows` [B] (min length)."""
+        o = self.options
+        if self.in_prompt is not None:
+            seen = (self.counts > 0) | self.in_prompt
+            penalised = torch.where(logits > 0, logits / o.repetition_penalty, logits * o.repetition_penalty)
+            logits = torch.where(seen, penalised, logits)
+        if o.frequency_penalty or o.presence_penalty:
+            logits = logits - o.frequency_penalty * self.counts - o.presence_penalty * (self.counts > 0)
+        if o.no_repeat_ngram_size:
+            logits = self.ban_repeated_ngrams(logits)
+        if ban and banned_rows is not None and bool(banned_rows.any()):
+            rows = banned_rows.nonzero().squeeze(-1)
+            logits[rows[:, None], torch.tensor(ban, device=logits.device)[None, :]] = float("-inf")
+        if o.greedy:
+            return logits.argmax(dim=-1)
+        return self.sample(logits)
+
+    def sample(self, logits: torch.Tensor) -> torch.Tensor:
+        o = self.options
+        logits = logits / o.temperature
+        if o.top_k:
+            kth = torch.topk(logits, min(o.top_k, logits.shape[-1])).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if o.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True)
+            cumulative = sorted_logits.softmax(-1).cumsum(-1)
+            drop = cumulative - sorted_logits.softmax(-1) > o.top_p
+            logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+        probs = logits.softmax(-1)
+        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+
+    def ban_repeated_ngrams(self, logits: torch.Tensor) -> torch.Tensor:
+        n = self.options.no_repeat_ngram_size
+        for row, tokens in enumerate(self.generated):
+            if len(tokens) < n:
+                continue
+            prefix = tuple(tokens[len(tokens) - n + 1 :])
+            banned = [tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tuple(tokens[i : i + n - 1]) == prefix]
+            if banned:
+                logits[row, banned] = float("-inf")
+        return logits
+
+    def record(self, tokens: torch.Tensor) -> None:
+        self.counts.scatter_add_(1, tokens[:, None], torch.ones_like(tokens[:, None], dtype=torch.int32))
+        for row, token in enumerate(tokens.tolist()):
+            self.generated[row].append(token)
+
+
+def prompt_mask(prompt_ids: torch.Tensor, vocab: int) -> torch.Tensor:
+    """[B, V] True where the token occurs in the row's prompt (transformers penalises those too)."""
+    mask = torch.zeros(prompt_ids.shape[0], vocab, dtype=torch.bool, device=prompt_ids.device)
+    return mask.scatter(1, prompt_ids.clamp(min=0), True)
+
+
+def find_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    """Index where the earliest stop string begins, if any."""
+    positions = [text.find(s) for s in stops if s in text]
+    return min(positions) if positions else None

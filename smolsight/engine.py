@@ -1,0 +1,451 @@
+"""The one inference path: everything (CLI, server, eval, bench, finetune) goes through `Engine`.
+
+A request is processed on its own (its own image size and tiling), its image features are
+computed once (and cached by content, so a second question about the same picture skips the
+vision encoder), then requests are left-padded into one batch and decoded together by a plain
+loop that owns every stopping decision: end of utterance, stop strings, the loop guard,
+cancellation and the token limit, each per row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import DynamicCache
+
+from . import decoding
+from .errors import MediaError, ModelNotFoundError, SmolsightError
+from .media import DEFAULT_MAX_PIXELS, MediaInput, Video, is_video, load_image, load_video
+from .options import GenerationOptions, resolve_options
+from .prompts import Message, chat_text, images_of, validate, video_of
+from .redundancy import remove_repeated_sentences, repetition_metrics
+
+ALIASES = {
+    "256m": "HuggingFaceTB/SmolVLM2-256M-Video-Instruct",
+    "500m": "HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
+    "2.2b": "HuggingFaceTB/SmolVLM2-2.2B-Instruct",
+}
+DEFAULT_MODEL = "256m"
+VISION_CACHE_SIZE = 32
+
+
+@dataclass
+class Request:
+    """One question: a conversation whose last message is the user's, plus processing settings."""
+
+    messages: list[Message]
+    options: GenerationOptions = field(default_factory=resolve_options)
+    image_size: int | None = None  # longest edge before tiling; None keeps the model's setting
+    split: bool = True  # cut images into tiles (costly but sharper)
+    video_fps: float | None = None
+    max_frames: int | None = None
+
+    @classmethod
+    def simple(cls, media: MediaInput | list[MediaInput] | None, prompt: str, max_pixels: int = DEFAULT_MAX_PIXELS, **settings) -> "Request":
+        """Images (any number) or one video, and a prompt, as one user turn."""
+        items = [] if media is None else media if isinstance(media, list) else [media]
+        videos = [m for m in items if is_video(m)]
+        if videos and len(items) > 1:
+            raise MediaError("give either images or one video, not both and not several videos")
+        images = [load_image(m, max_pixels) for m in items if not is_video(m)]
+        return cls([Message("user", prompt, images=images, video=videos[0] if videos else None)], **settings)
+
+
+@dataclass
+class Chunk:
+    """A piece of streamed text for row `row` of a batch."""
+
+    row: int
+    text: str
+
+
+@dataclass
+class Result:
+    text: str
+    finish_reason: str  # stop | length | repetition | cancelled
+    input_tokens: int
+    output_tokens: int
+    ttft_s: float
+    total_s: float
+    model: str
+    device: str
+    dtype: str
+    attn: str
+    row: int = 0
+    raw_text: str = ""  # before loop trimming and sentence de-duplication
+    removed_chars: int = 0
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float:
+        decode_time = self.total_s - self.ttft_s
+        return (self.output_tokens - 1) / decode_time if self.output_tokens > 1 and decode_time > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["tokens_per_s"] = round(self.tokens_per_s, 2)
+        data.pop("row")
+        return data
+
+
+def resolve_model(name: str) -> str:
+    """An alias, a local directory, or a hub id."""
+    if name.lower() in ALIASES:
+        return ALIASES[name.lower()]
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"model directory {name} has no config.json")
+        return str(path)
+    if name.count("/") != 1 or name.startswith(("/", ".", "~")):
+        raise ModelNotFoundError(
+            f"unknown model {name!r}: use an alias ({', '.join(ALIASES)}), a hub id like "
+            "HuggingFaceTB/SmolVLM2-256M-Video-Instruct, or a local directory"
+        )
+    return name
+
+
+def cpu_has_bf16() -> bool:
+    """AVX512-BF16 or AMX make bf16 matmuls fast on CPU; elsewhere bf16 is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def choose_runtime(device: str | None, dtype: str | None, attn: str | None) -> tuple[str, str, str]:
+    """Device, dtype and attention: automatic unless given."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SmolsightError("device cuda was asked for but no CUDA GPU is available")
+    if dtype is None:
+        dtype = "bfloat16" if device.startswith("cuda") or cpu_has_bf16() else "float32"
+    if dtype not in ("bfloat16", "float16", "float32"):
+        raise SmolsightError(f"unknown dtype {dtype!r}; use bfloat16, float16 or float32")
+    if attn is None:
+        attn = "sdpa"
+        if device.startswith("cuda"):
+            try:
+                import flash_attn  # noqa: F401
+
+                attn = "flash_attention_2"
+            except ImportError:
+                pass
+    if attn not in ("sdpa", "eager", "flash_attention_2"):
+        raise SmolsightError(f"unknown attention {attn!r}; use sdpa, eager or flash_attention_2")
+    return device, dtype, attn
+
+
+def log(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+class Engine:
+    def __init__(self, model, processor, name: str, device: str, dtype: str, attn: str) -> None:
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self.device = device
+        self.dtype = dtype
+        self.attn = attn
+        self.tokenizer = processor.tokenizer
+        eos = model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    @classmethod
+    def load(
+        cls,
+        model: str = DEFAULT_MODEL,
+        device: str | None = None,
+        dtype: str | None = None,
+        attn: str | None = None,
+        adapter: str | None = None,
+        quiet: bool = False,
+    ) -> "Engine":
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers.utils import logging as hf_logging
+
+        source = resolve_model(model)
+        device, dtype, attn = choose_runtime(device, dtype, attn)
+        if quiet:
+            hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        log(f"Loading {source} on {device} ({dtype}, {attn})…", quiet)
+        if not Path(source).exists():
+            ensure_hub_reachable(source)
+        try:
+            processor = AutoProcessor.from_pretrained(source)
+            network = AutoModelForImageTextToText.from_pretrained(source, dtype=getattr(torch, dtype), attn_implementation=attn)
+        except (OSError, ValueError) as exc:
+            hint = "" if Path(source).exists() else " (no network? pass a local model directory, e.g. one made by `smolsight make-checkpoint`)"
+            raise ModelNotFoundError(f"could not load model {model!r}: {str(exc).splitlines()[0]}{hint}") from None
+        if adapter:
+            network = attach_adapter(network, adapter)
+        network.to(device).eval()
+        processor.tokenizer.padding_side = "left"
+        return cls(network, processor, model, device, dtype, attn)
+
+    @property
+    def runtime(self) -> dict:
+        return {"model": self.name, "device": self.device, "dtype": self.dtype, "attn": self.attn}
+
+    def ask(self, media: MediaInput | list[MediaInput] | None, prompt: str, preset: str | None = None, **options) -> Result:
+        """One answer, drained from `stream`."""
+        return self.ask_batch([self.request(media, prompt, preset, **options)])[0]
+
+    def stream(self, media: MediaInput | list[MediaInput] | None, prompt: str, preset: str | None = None, **options) -> Iterator[Chunk | Result]:
+        """Text pieces as they are generated, then the final `Result`."""
+        yield from self.stream_batch([self.request(media, prompt, preset, **options)])
+
+    def request(self, media, prompt: str, preset: str | None = None, **options) -> Request:
+        settings = {k: options.pop(k) for k in ("image_size", "split", "video_fps", "max_frames", "max_pixels") if k in options}
+        return Request.simple(media, prompt, options=resolve_options(preset, **options), **settings)
+
+    def ask_batch(self, requests: list[Request]) -> list[Result]:
+        """Several requests as one padded batch; results in request order."""
+        results = [event for event in self.stream_batch(requests) if isinstance(event, Result)]
+        return sorted(results, key=lambda r: r.row)
+
+    def stream_batch(self, requests: list[Request], cancelled: Callable[[int], bool] | None = None) -> Iterator[Chunk | Result]:
+        """Generate all requests together, yielding `Chunk`s and one `Result` per row as it ends."""
+        start = time.perf_counter()
+        prepared = [self.prepare(request) for request in requests]
+        with torch.inference_mode():
+            yield from self.generate(requests, prepared, start, cancelled or (lambda row: False))
+
+    def prepare(self, request: Request) -> dict:
+        """Tokens and input embeddings (image features merged in) of one request."""
+        for message in request.messages:
+            if message.video is not None and not isinstance(message.video, Video):
+                message.video = self.load_video(message.video, request)
+        validate(request.messages)
+        inputs = self.process(request)
+        input_ids = inputs["input_ids"].to(self.device)
+        with torch.inference_mode():
+            embeds = self.model.get_input_embeddings()(input_ids)
+            if "pixel_values" in inputs:
+                features = self.image_features(inputs)
+                mask = (input_ids == self.model.config.image_token_id)[..., None]
+                embeds = embeds.masked_scatter(mask, features.to(embeds.dtype))
+        return {"input_ids": input_ids[0], "embeds": embeds[0]}
+
+    def load_video(self, source: MediaInput, request: Request) -> Video:
+        """Sample by fps and frame cap, defaulting to the model's own video settings."""
+        sampling = self.processor.video_processor
+        return load_video(source, request.video_fps or sampling.fps, request.max_frames or sampling.num_frames)
+
+    def process(self, request: Request) -> dict:
+        from transformers.video_utils import VideoMetadata
+
+        text = chat_text(self.processor, request.messages)
+        kwargs: dict = {"return_tensors": "pt"}
+        images = images_of(request.messages)
+        video = video_of(request.messages)
+        if images:
+            kwargs["images"] = [images]
+            kwargs["do_image_splitting"] = request.split
+            if request.image_size:
+                kwargs["size"] = {"longest_edge": request.image_size}
+        if video is not None:
+            kwargs["videos"] = [video.frames]
+            kwargs["video_metadata"] = [
+                VideoMetadata(total_num_frames=video.total_frames, fps=video.fps, frames_indices=video.indices, duration=video.duration)
+            ]
+            kwargs["do_sample_frames"] = False
+        return self.processor(text=[text], **kwargs)
+
+    def image_features(self, inputs: dict) -> torch.Tensor:
+        """Vision encoder + connector output, cached by pixel content."""
+        pixels = inputs["pixel_values"]
+        key = hashlib.sha1(pixels.numpy().tobytes()).hexdigest()
+        if key in self.vision_cache:
+            self.vision_cache.move_to_end(key)
+            return self.vision_cache[key]
+        dtype = self.model.dtype
+        pixel_mask = inputs.get("pixel_attention_mask")
+        output = self.model.model.get_image_features(
+            pixels.to(self.device, dtype), None if pixel_mask is None else pixel_mask.to(self.device), return_dict=True
+        )
+        features = torch.cat(list(output.pooler_output), dim=0)
+        self.vision_cache[key] = features
+        if len(self.vision_cache) > VISION_CACHE_SIZE:
+            self.vision_cache.popitem(last=False)
+        return features
+
+    def generate(self, requests, prepared, start, cancelled) -> Iterator[Chunk | Result]:
+        batch = len(prepared)
+        lengths = [len(p["input_ids"]) for p in prepared]
+        width = max(lengths)
+        hidden = prepared[0]["embeds"].shape[-1]
+        embeds = torch.zeros(batch, width, hidden, dtype=prepared[0]["embeds"].dtype, device=self.device)
+        attention = torch.zeros(batch, width, dtype=torch.long, device=self.device)
+        prompt_ids = torch.full((batch, width), self.pad_id, dtype=torch.long, device=self.device)
+        for row, p in enumerate(prepared):
+            embeds[row, width - lengths[row] :] = p["embeds"]
+            attention[row, width - lengths[row] :] = 1
+            prompt_ids[row, width - lengths[row] :] = p["input_ids"]
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        rows = [RowState(r, requests[r].options, lengths[r]) for r in range(batch)]
+        choosers = self.choosers(rows, prompt_ids)
+        cache = DynamicCache(config=self.model.config.text_config)
+        output = self.model(inputs_embeds=embeds, attention_mask=attention, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+        ttft = None
+        while True:
+            logits = output.logits[:, -1, :].float()
+            tokens = torch.empty(batch, dtype=torch.long, device=self.device)
+            for indices, chooser in choosers:
+                pending = torch.tensor([rows[i].pending_min for i in indices], device=self.device)
+                tokens[indices] = chooser(logits[indices], sorted(self.eos_ids), pending)
+                chooser.record(tokens[indices])
+            if ttft is None:
+                ttft = time.perf_counter() - start
+            for row, token in zip(rows, tokens.tolist()):
+                if row.done:
+                    continue
+                piece = row.push(token, self)
+                if piece:
+                    yield Chunk(row.index, piece)
+                if not row.done and cancelled(row.index):
+                    row.finish("cancelled")
+                if row.done:
+                    yield self.finish(row, ttft, start)
+            if all(row.done for row in rows):
+                return
+            step = torch.tensor([[self.pad_id if row.done else t] for row, t in zip(rows, tokens.tolist())], device=self.device)
+            attention = torch.cat([attention, torch.ones(batch, 1, dtype=torch.long, device=self.device)], dim=1)
+            positions = positions[:, -1:] + 1
+            output = self.model(input_ids=step, attention_mask=attention, position_ids=positions, cache=cache, use_cache=True)
+
+    def choosers(self, rows: list["RowState"], prompt_ids: torch.Tensor) -> list[tuple[list[int], decoding.TokenChooser]]:
+        """One token chooser per distinct set of options, over the rows that share it."""
+        groups: dict[GenerationOptions, list[int]] = {}
+        for row in rows:
+            groups.setdefault(row.options, []).append(row.index)
+        vocab = self.model.config.text_config.vocab_size
+        return [(indices, decoding.TokenChooser(options, prompt_ids[indices], vocab)) for options, indices in groups.items()]
+
+    def finish(self, row: "RowState", ttft: float, start: float) -> Result:
+        raw = self.decode(row.tokens)
+        text = self.decode(row.tokens[: row.keep]) if row.keep is not None else raw
+        if row.stop_at is not None:
+            text = text[: row.stop_at]
+        removed = 0
+        if row.options.dedupe_sentences:
+            text, removed = remove_repeated_sentences(text)
+        text = text.strip()
+        return Result(
+            text=text,
+            finish_reason=row.reason,
+            input_tokens=row.input_tokens,
+            output_tokens=len(row.tokens),
+            ttft_s=round(ttft, 4),
+            total_s=round(time.perf_counter() - start, 4),
+            row=row.index,
+            raw_text=raw,
+            removed_chars=removed,
+            metrics=repetition_metrics(raw, row.tokens).to_dict(),
+            **self.runtime,
+        )
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+class RowState:
+    """What one row of a batch has generated and why it stopped."""
+
+    def __init__(self, index: int, options: GenerationOptions, input_tokens: int) -> None:
+        self.index = index
+        self.options = options
+        self.input_tokens = input_tokens
+        self.tokens: list[int] = []
+        self.guard = decoding.make_guard(options)
+        self.reason = ""
+        self.keep: int | None = None
+        self.stop_at: int | None = None
+        self.prefix_offset = 0
+        self.read_offset = 0
+        self.text = ""
+
+    @property
+    def done(self) -> bool:
+        return bool(self.reason)
+
+    @property
+    def pending_min(self) -> bool:
+        return len(self.tokens) < self.options.min_new_tokens
+
+    def finish(self, reason: str) -> None:
+        self.reason = reason
+
+    def push(self, token: int, engine: Engine) -> str:
+        """Record a token; return newly printable text; decide whether the row is done."""
+        if token in engine.eos_ids and not self.pending_min:
+            self.finish("stop")
+            return ""
+        self.tokens.append(token)
+        if self.guard is not None:
+            hit = self.guard.push(token)
+            if hit is not None:
+                self.keep = hit.keep
+                self.finish("repetition")
+                return ""
+        piece = self.next_text(engine)
+        if self.options.stop:
+            self.text += piece
+            at = decoding.find_stop(self.text, self.options.stop)
+            if at is not None:
+                self.stop_at = at
+                self.finish("stop")
+                return piece[: max(0, at - (len(self.text) - len(piece)))]
+        if len(self.tokens) >= self.options.max_new_tokens:
+            self.finish("length")
+        return piece
+
+    def next_text(self, engine: Engine) -> str:
+        """Incremental detokenisation (prefix/read offsets) so streaming costs O(1) per token,
+        holding back text that ends in an incomplete UTF-8 sequence."""
+        before = engine.decode(self.tokens[self.prefix_offset : self.read_offset])
+        after = engine.decode(self.tokens[self.prefix_offset :])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.prefix_offset, self.read_offset = self.read_offset, len(self.tokens)
+            return after[len(before) :]
+        return ""
+
+
+def ensure_hub_reachable(repo_id: str) -> None:
+    """Fail in a second, not after minutes of retries, when a hub model is neither cached nor reachable."""
+    import os
+    import socket
+
+    from huggingface_hub import try_to_load_from_cache
+
+    if try_to_load_from_cache(repo_id, "config.json") not in (None,) or os.environ.get("HF_HUB_OFFLINE"):
+        return
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=5).close()
+    except OSError:
+        raise ModelNotFoundError(
+            f"model {repo_id!r} is not in the local cache and huggingface.co cannot be reached; "
+            "pass a local model directory instead (e.g. one made by `smolsight make-checkpoint`)"
+        ) from None
+
+
+def attach_adapter(model, adapter: str):
+    from peft import PeftModel
+
+    if not Path(adapter, "adapter_config.json").is_file():
+        raise ModelNotFoundError(f"adapter directory {adapter} has no adapter_config.json")
+    return PeftModel.from_pretrained(model, adapter).merge_and_unload()

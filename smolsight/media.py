@@ -1,0 +1,220 @@
+"""Loading images and videos from whatever users have: paths, URLs, data URIs, bytes, PIL images.
+
+Everything ends as RGB PIL images (EXIF orientation applied) or as sampled video frames with
+their timestamps, so the engine never sees a file format. Every failure is a `MediaError`
+that names the input and what was wrong with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import LimitError, MediaError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov"}
+DEFAULT_MAX_PIXELS = 64_000_000
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+URL_TIMEOUT_S = 20
+
+MediaInput = Union[str, Path, bytes, Image.Image, "Video"]
+
+
+@dataclass
+class Video:
+    """Sampled frames of one video: `frames` is [T, H, W, 3] uint8, `indices` the frame numbers."""
+
+    frames: np.ndarray
+    indices: list[int]
+    fps: float
+    total_frames: int
+    source: str
+
+    @property
+    def duration(self) -> float:
+        return self.total_frames / self.fps
+
+
+def describe(src: object) -> str:
+    """A short name for an input, for error messages (never dumps a whole base64 string)."""
+    if isinstance(src, (str, Path)):
+        text = str(src)
+        return text if len(text) <= 80 else text[:60] + "…"
+    if isinstance(src, bytes):
+        return f"<{len(src)} bytes>"
+    return f"<{type(src).__name__}>"
+
+
+def is_video(src: object) -> bool:
+    if isinstance(src, Video):
+        return True
+    if isinstance(src, (str, Path)):
+        text = str(src)
+        if text.startswith("data:video/"):
+            return True
+        return Path(text.split("?")[0]).suffix.lower() in VIDEO_SUFFIXES
+    return False
+
+
+def read_source(src: str | Path | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """Bytes of a path, an http(s) URL, a data URI or plain base64."""
+    if isinstance(src, bytes):
+        return src
+    text = str(src)
+    if text.startswith("data:"):
+        return decode_data_uri(text)
+    if text.startswith(("http://", "https://")):
+        return fetch_url(text, max_bytes)
+    path = Path(text).expanduser()
+    if path.is_file():
+        if path.stat().st_size > max_bytes:
+            raise LimitError(f"{describe(src)}: file is larger than {max_bytes} bytes")
+        return path.read_bytes()
+    if path.is_dir():
+        raise MediaError(f"{describe(src)}: is a directory, not an image or video file")
+    if path.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES or len(text) < 64:
+        raise MediaError(f"{describe(src)}: no such file")
+    return decode_base64(text, describe(src))
+
+
+def decode_data_uri(uri: str) -> bytes:
+    header, sep, payload = uri.partition(",")
+    if not sep or ";base64" not in header:
+        raise MediaError(f"{describe(uri)}: only base64 data URIs are supported (data:<type>;base64,...)")
+    return decode_base64(payload, describe(uri))
+
+
+def decode_base64(payload: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(payload.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise MediaError(f"{name}: not valid base64") from None
+
+
+def fetch_url(url: str, max_bytes: int) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response:
+            data = response.read(max_bytes + 1)
+    except OSError as exc:
+        raise MediaError(f"{describe(url)}: could not be fetched ({exc})") from None
+    if len(data) > max_bytes:
+        raise LimitError(f"{describe(url)}: larger than {max_bytes} bytes")
+    return data
+
+
+def load_image(src: MediaInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """An RGB image with EXIF orientation applied; GIFs give their first frame."""
+    if isinstance(src, Image.Image):
+        check_pixels(src, describe(src), max_pixels)
+        return to_rgb(src)
+    if isinstance(src, (str, Path)) and is_video(src):
+        raise MediaError(f"{describe(src)}: is a video; pass it as the only media item")
+    data = read_source(src)
+    name = describe(src)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            check_pixels(image, name, max_pixels)
+            image.seek(0)
+            image.load()
+            return to_rgb(ImageOps.exif_transpose(image))
+    except Image.DecompressionBombError:
+        raise LimitError(f"{name}: image has too many pixels (decompression bomb guard)") from None
+    except UnidentifiedImageError:
+        raise MediaError(f"{name}: not an image smolsight can read (PNG, JPEG, WebP, BMP, GIF)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise MediaError(f"{name}: corrupt or truncated image ({exc})") from None
+
+
+def check_pixels(image: Image.Image, name: str, max_pixels: int) -> None:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise LimitError(f"{name}: {width}x{height} is over the limit of {max_pixels} pixels")
+    if width < 1 or height < 1:
+        raise MediaError(f"{name}: image is empty")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image.copy()
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def sample_indices(total: int, fps: float, target_fps: float, max_frames: int) -> list[int]:
+    """Evenly spaced frame numbers: `target_fps` per second of video, at most `max_frames`."""
+    duration = total / fps if fps else 0
+    wanted = max(1, min(max_frames, round(target_fps * duration)))
+    return sorted(set(np.linspace(0, total - 1, wanted, dtype=int).tolist()))
+
+
+def load_video(
+    src: str | Path | bytes | Video,
+    target_fps: float = 1.0,
+    max_frames: int = 64,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Video:
+    """Decode a video with PyAV, keeping only the sampled frames in memory."""
+    if isinstance(src, Video):
+        return src
+    import av
+
+    name = describe(src)
+    data = read_source(src)
+    try:
+        total, fps = count_frames(data, name)
+        indices = sample_indices(total, fps, target_fps, max_frames)
+        frames = decode_frames(data, set(indices))
+    except MediaError:
+        raise
+    except (av.FFmpegError, ValueError, IndexError, OSError) as exc:
+        raise MediaError(f"{name}: not a video smolsight can decode ({exc})") from None
+    if not frames:
+        raise MediaError(f"{name}: video has no decodable frames")
+    height, width = frames[0].shape[:2]
+    if width * height > max_pixels:
+        raise LimitError(f"{name}: {width}x{height} frames are over the limit of {max_pixels} pixels")
+    indices = indices[: len(frames)]
+    picked = np.stack(frames)
+    return Video(frames=picked, indices=indices, fps=fps, total_frames=total, source=name)
+
+
+def count_frames(data: bytes, name: str) -> tuple[int, float]:
+    """Frame count and rate from the container, counting packets where the header has no count."""
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        if not container.streams.video:
+            raise MediaError(f"{name}: has no video stream")
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0) or 24.0
+        total = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+    if total < 1:
+        raise MediaError(f"{name}: video has no decodable frames")
+    return total, fps
+
+
+def decode_frames(data: bytes, wanted: set[int]) -> list[np.ndarray]:
+    """Decode once, keeping only the wanted frames, so long videos don't fill memory."""
+    import av
+
+    frames = []
+    with av.open(io.BytesIO(data)) as container:
+        for number, frame in enumerate(container.decode(video=0)):
+            if number in wanted:
+                frames.append(frame.to_ndarray(format="rgb24"))
+            if number >= max(wanted):
+                break
+    return frames
