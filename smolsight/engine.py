@@ -432,7 +432,7 @@ def ensure_hub_reachable(repo_id: str) -> None:
 
     from huggingface_hub import try_to_load_from_cache
 
-    if try_to_load_from_cache(repo_id, "config.json") not in (None,) or os.environ.get("HF_HUB_OFFLINE"):
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str) or os.environ.get("HF_HUB_OFFLINE"):
         return
     try:
         socket.create_connection(("huggingface.co", 443), timeout=5).close()
