@@ -1,0 +1,156 @@
+"""The whole path (processor -> model -> generate -> decode) on the tiny checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import picture
+from test_media import write_video
+
+from smolsight.engine import Chunk, Engine, Request, Result, choose_runtime, resolve_model
+from smolsight.errors import MediaError, ModelNotFoundError, SmolsightError
+from smolsight.options import resolve_options
+
+SEED_40 = {"preset": "seed", "max_new_tokens": 40}
+
+
+def test_one_image_answer_has_every_field(engine):
+    result = engine.ask(picture(), "Describe this image.", **SEED_40)
+    assert isinstance(result, Result)
+    assert result.finish_reason == "length" and result.output_tokens == 40
+    assert result.input_tokens > 16  # at least one tile's worth of image tokens
+    assert 0 < result.ttft_s <= result.total_s
+    assert (result.model, result.device, result.dtype, result.attn)[1:] == ("cpu", "float32", "sdpa")
+    assert result.text and set(result.metrics) >= {"distinct_1", "looped"}
+
+
+def test_chinese_and_english_prompts_differ(engine):
+    zh = engine.ask(picture(), "请描述这张图像？", **SEED_40)
+    en = engine.ask(picture(), "Please describe this image?", **SEED_40)
+    assert zh.input_tokens != en.input_tokens
+    assert zh.raw_text != en.raw_text
+
+
+def test_two_images_cost_more_tokens_than_one(engine):
+    one = engine.ask(picture(), "Compare.", **SEED_40)
+    two = engine.ask([picture(), picture(200, 300, seed=1)], "Compare.", **SEED_40)
+    assert two.input_tokens > one.input_tokens
+
+
+def test_video_uses_sampled_frames(engine, tmp_path):
+    path = write_video(tmp_path / "clip.mp4", frames=12, fps=4)
+    result = engine.ask(path, "What moves?", video_fps=1.0, **SEED_40)
+    more = engine.ask(path, "What moves?", video_fps=2.0, **SEED_40)
+    assert result.output_tokens == 40
+    assert more.input_tokens > result.input_tokens  # more frames sampled, more image tokens
+
+
+def test_image_size_and_no_split_cut_tokens(engine):
+    tiled = engine.ask(picture(800, 600), "Describe.", **SEED_40)
+    untiled = engine.ask(picture(800, 600), "Describe.", split=False, **SEED_40)
+    smaller = engine.ask(picture(800, 600), "Describe.", image_size=256, **SEED_40)
+    assert untiled.input_tokens < smaller.input_tokens < tiled.input_tokens
+
+
+def test_stream_pieces_add_up_to_the_answer(engine):
+    events = list(engine.stream(picture(), "Describe.", **SEED_40))
+    pieces = [e.text for e in events if isinstance(e, Chunk)]
+    assert len(pieces) > 5 and isinstance(events[-1], Result)
+    assert "".join(pieces) == events[-1].raw_text
+
+
+def test_batch_equals_one_by_one(engine):
+    cases = [
+        (picture(800, 600), "Describe this image."),
+        (picture(300, 500, seed=1), "这是虾苗养殖图像，请分析虾苗数量？"),
+        (picture(64, 64, seed=2), "What colour is the square?"),
+        ([picture(100, 200, seed=3), picture(640, 480, seed=4)], "Which image is brighter, and why?"),
+    ]
+    requests = [engine.request(media, prompt, **SEED_40) for media, prompt in cases]
+    batched = engine.ask_batch(requests)
+    alone = [engine.ask(media, prompt, **SEED_40) for media, prompt in cases]
+    assert len({r.input_tokens for r in alone}) == len(cases)  # really different lengths
+    assert len({r.raw_text for r in alone}) == len(cases)  # and different answers
+    for b, a in zip(batched, alone):
+        assert b.raw_text == a.raw_text and b.output_tokens == a.output_tokens
+
+
+def test_stop_string_cuts_answer(engine):
+    full = engine.ask(picture(), "Describe.", **SEED_40)
+    word = full.raw_text.split()[3]
+    stopped = engine.ask(picture(), "Describe.", stop=[word], **SEED_40)
+    assert stopped.finish_reason == "stop"
+    assert word not in stopped.text and full.raw_text.lstrip().startswith(stopped.text)
+
+
+def test_sampling_is_reproducible_with_seed(engine):
+    a = engine.ask(picture(), "Describe.", preset="creative", seed=7, max_new_tokens=20)
+    b = engine.ask(picture(), "Describe.", preset="creative", seed=7, max_new_tokens=20)
+    assert a.raw_text == b.raw_text
+
+
+def test_min_new_tokens_forces_length(engine):
+    result = engine.ask(picture(), "Describe.", preset="seed", max_new_tokens=30, min_new_tokens=30)
+    assert result.output_tokens == 30
+
+
+@pytest.mark.parametrize(
+    "media, prompt, options, words",
+    [
+        (None, "   ", {}, "prompt is empty"),
+        (None, "hi", {"preset": "fast"}, "unknown preset"),
+        (None, "hi", {"temperature": -1}, "temperature"),
+        (None, "hi", {"top_p": 0}, "top_p"),
+        (None, "hi", {"max_new_tokens": 0}, "max_new_tokens"),
+        (None, "hi", {"bogus_knob": 1}, "unknown generation option"),
+    ],
+)
+def test_bad_requests_raise_one_error_type(engine, media, prompt, options, words):
+    with pytest.raises(SmolsightError, match=words):
+        engine.ask(media, prompt, **options)
+
+
+def test_image_and_video_together_refused(engine, tmp_path):
+    path = write_video(tmp_path / "clip.mp4")
+    with pytest.raises(MediaError, match="either images or one video"):
+        engine.ask([picture(), path], "What?")
+
+
+def test_text_only_question_works(engine):
+    assert engine.ask(None, "Say hello.", **SEED_40).output_tokens == 40
+
+
+def test_model_resolution():
+    assert resolve_model("256M") == "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"
+    assert resolve_model("2.2b") == "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
+    assert resolve_model("someone/their-model") == "someone/their-model"
+    with pytest.raises(ModelNotFoundError, match="unknown model"):
+        resolve_model("999m")
+
+
+def test_missing_model_directory_hint(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
+        Engine.load(str(tmp_path), quiet=True)
+
+
+def test_runtime_choice_is_automatic_and_overridable():
+    device, dtype, attn = choose_runtime(None, None, None)
+    assert device == "cpu" and attn == "sdpa" and dtype in ("bfloat16", "float32")
+    assert choose_runtime("cpu", "float32", "eager") == ("cpu", "float32", "eager")
+    with pytest.raises(SmolsightError, match="no CUDA"):
+        choose_runtime("cuda", None, None)
+
+
+def test_request_options_default_to_precise():
+    assert Request.simple(None, "hi").options == resolve_options("precise")
+
+
+def test_checkpoint_loads_with_plain_transformers(tiny_checkpoint):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_checkpoint)
+    tokens = processor.tokenizer.convert_tokens_to_ids(["<image>", "<end_of_utterance>", "<global-img>", "<|im_start|>"])
+    assert tokens == [49190, 49279, 49152, 1]
+    assert model.config.text_config.vocab_size == 49280
+    text = "请描述这张图像？ Describe ✓"
+    assert processor.tokenizer.decode(processor.tokenizer(text)["input_ids"]) == text
