@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Score:
+    """One answer's verdict; `passed` and `value` are None for answers recorded, not scored."""
+
     passed: bool | None
     value: float | None
     detail: str
