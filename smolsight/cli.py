@@ -146,3 +146,32 @@ def make_checkpoint_command(directory: str, shape: str, seed: int) -> None:
 
     click.echo(f"Writing a random {shape} checkpoint to {directory}…", err=True)
     click.echo(make_checkpoint(directory, shape, seed))
+
+
+@main.command()
+@model_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all).")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--served-model-name", default=None, help="Model id in /v1/models and requests (default: the --model value).")
+@click.option("--max-batch-size", type=int, default=8, show_default=True, help="Most requests generated together.")
+@click.option("--batch-window-ms", type=float, default=20, show_default=True, help="How long a batch waits for more requests.")
+@click.option("--max-queue", type=int, default=64, show_default=True, help="Waiting requests before new ones get 429.")
+@click.option("--max-body-mb", type=float, default=20, show_default=True, help="Largest request body (and fetched URL).")
+@click.option("--max-image-pixels", type=int, default=4096 * 4096, show_default=True, help="Largest image, width x height.")
+@click.option("--max-frames", type=int, default=64, show_default=True, help="Most video frames sampled.")
+@click.option("--max-tokens", type=int, default=2048, show_default=True, help="Most tokens a request may ask to generate.")
+@click.option("--max-input-tokens", type=int, default=6144, show_default=True, help="Longest prompt, image tokens included.")
+@click.option("--allow-url-fetch", is_flag=True, help="Fetch http(s) image and video URLs (off: data URIs only).")
+@click.option("--url-allow-list", "url_allow_list", multiple=True, metavar="HOST", help="Fetch only from this host (repeatable).")
+@click.option("--allow-private-urls", is_flag=True, help="Also fetch from loopback, private and link-local addresses.")
+@click.option("--api-key", envvar="SMOLSIGHT_API_KEY", default=None, help="Require 'Authorization: Bearer KEY' [env SMOLSIGHT_API_KEY].")
+@click.option("--api-key-file", default=None, help="File with accepted keys, one per line.")
+def serve(host: str, port: int, api_key: str | None, api_key_file: str | None, **kwargs) -> None:
+    """Serve an OpenAI-compatible API (/v1/chat/completions) and a web page at /."""
+    from .server import ServerSettings, read_api_keys, serve as run_server
+
+    keys = read_api_keys(api_key, api_key_file)
+    model_name = kwargs.pop("served_model_name") or kwargs["model"]
+    settings = ServerSettings(model_name=model_name, api_keys=keys, **{k: kwargs.pop(k) for k in list(kwargs) if k in ServerSettings.__dataclass_fields__})
+    engine = load_engine(kwargs)
+    run_server(engine, settings, host, port)
