@@ -363,22 +363,24 @@ def _shrimp(rng: np.random.Generator, centre: np.ndarray, length: float) -> _Shr
     tip = skeleton[-1] + back * 0.2 * length
     spread = np.array([-back[1], back[0]]) * 0.15 * length
     tail = [tuple(skeleton[-1]), tuple(tip + spread), tuple(tip - spread)]
-    side = np.array([-forward[1], forward[0]]) * radii[0] * 0.8
+    side = np.array([-forward[1], forward[0]]) * radii[0]  # on the body's edge: half of each eye shows
     eye_radius = max(1.2, 0.035 * length)
     eyes = [tuple(skeleton[0] - forward * 0.05 * length + s * side) for s in (-1, 1)]
-    body = np.column_stack([skeleton, radii + OUTLINE + eye_radius])
+    body = np.column_stack([skeleton, radii + OUTLINE + 2 * eye_radius])
     tail_disc = np.array([[*(skeleton[-1] + back * 0.1 * length), 0.18 * length + OUTLINE]])
     return _Shrimp(skeleton, radii, tail, eyes, eye_radius, np.vstack([body, tail_disc]))
 
 
 def _draw_shrimp(draw: ImageDraw.ImageDraw, shrimp: _Shrimp, colour: Colour) -> None:
+    """Outline, tail and eyes first, the body over them: eyes then show only where they stick
+    out, and never cut a sliver off the body (which would count as a second shrimp)."""
     for point, radius in zip(shrimp.skeleton, shrimp.radii):
         _disc(draw, point, radius + OUTLINE, SHRIMP_OUTLINE)
     draw.polygon(shrimp.tail, fill=colour, outline=SHRIMP_OUTLINE)
-    for point, radius in zip(shrimp.skeleton, shrimp.radii):
-        _disc(draw, point, radius, colour)
     for eye in shrimp.eyes:
         _disc(draw, eye, shrimp.eye_radius, SHRIMP_EYE)
+    for point, radius in zip(shrimp.skeleton, shrimp.radii):
+        _disc(draw, point, radius, colour)
 
 
 def _fits(new: _Shrimp, placed: list[_Shrimp], overlap: bool) -> bool:
