@@ -11,6 +11,7 @@ import base64
 import binascii
 import io
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -121,7 +122,10 @@ def load_image(src: MediaInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
     data = read_source(src)
     name = describe(src)
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings():  # our own pixel limit replaces PIL's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        with image:
             check_pixels(image, name, max_pixels)
             image.seek(0)
             image.load()
