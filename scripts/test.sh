@@ -2,5 +2,5 @@
 # Set up and run the tests: the README's test command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q -e ".[test]"
+bash scripts/setup.sh
 python3 -m pytest -q "$@"
