@@ -141,7 +141,8 @@ def _fmt(x: float) -> str:
 _CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 _CN_SMALL_UNITS = {"十": 10, "百": 100, "千": 1000}
 _CN_LARGE_UNITS = {"万": 10**4, "亿": 10**8}
-_EN_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen"
+_EN_ONES = ("zero one two three four five six seven eight nine "
+            "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen")
 _EN_SMALL = {word: i for i, word in enumerate(_EN_ONES.split())} | {
     word: 10 * i for i, word in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), start=2)
 }
@@ -307,7 +308,8 @@ def read_number(answer: str, case: Case) -> NumberReading | None:
 
     The rule: remove prompt echoes; when the case has a length unit, consider only numbers
     written with a length unit if there are any; skip a lone 一/one if any other number is
-    left; take the first. Ordinals (第一, 1st) are never the answer."""
+    left; take the first. Ordinals (第一, 1st) are never the answer; a range ("10-12个") reads
+    as its first number."""
     readings = find_numbers(strip_echo(answer, case))
     if case.unit in LENGTH_UNITS:
         readings = [r for r in readings if r.unit in LENGTH_UNITS] or readings
@@ -460,7 +462,8 @@ _SIDE_NAMES = {"左": "left", "右": "right", "上": "top", "下": "bottom", "�
 _WORDS = {  # zh characters, en words
     "hot": ("高|热|暖|烫|红", r"hott?(?:er|est)?|warm(?:er|est)?|high(?:er|est)?|red"),
     "cold": ("低|冷|凉|蓝", r"cold(?:er|est)?|cool(?:er|est)?|low(?:er|est)?|blue"),
-    "rise": ("升|增|高|热|暖|大", r"increas\w*|ris(?:e|es|ing)|rose|grow\w*|climb\w*|hott?(?:er|est)?|warm(?:er|est)?|high(?:er|est)?"),
+    "rise": ("升|增|高|热|暖|大",
+             r"increas\w*|ris(?:e|es|ing)|rose|grow\w*|climb\w*|hott?(?:er|est)?|warm(?:er|est)?|high(?:er|est)?"),
     "fall": ("降|减|低|冷|凉|小", r"decreas\w*|fall\w*|fell|drop\w*|declin\w*|cold(?:er|est)?|cool\w*|low(?:er|est)?"),
 }
 

@@ -242,41 +242,49 @@ def _fire_source(draw: ImageDraw.ImageDraw, kind: str, x: float, ground: float) 
     return x - 100, ground - 95
 
 
-def _accident(ctx: _Ctx) -> list[dict]:
-    rng, (w, h) = ctx.rng, (640, 480)
-    ground = int(h * 0.78)
-    image = _noisy(rng, np.concatenate([_gradient(w, ground, (70, 70, 90), (150, 130, 120)),
-                                        _gradient(w, h - ground, (95, 92, 88), (60, 60, 60))]), 4)
-    kind = ("furnace", "tank", "truck")[ctx.index % 3]
-    x = rng.uniform(w * 0.35, w * 0.6)
-    left, top = _fire_source(ImageDraw.Draw(image), kind, x, ground)
-    width = 120 if kind == "furnace" else 160
-    smoke = Image.new("RGBA", image.size)
-    smoke_draw = ImageDraw.Draw(smoke)
-    drift = rng.uniform(-1.0, 1.0)
-    def plume(rise: float) -> tuple[float, float]:  # from above the flames (0) up to the sky (1)
-        return left + width / 2 + drift * rise * 180, top - 120 - rise * (top - 150)
-
+def _smoke(rng: np.random.Generator, image: Image.Image, plume: Callable[[float], tuple[float, float]]) -> Image.Image:
+    """Translucent grey puffs along `plume` (rise 0 above the flames, 1 at the sky), growing as they rise."""
+    layer = Image.new("RGBA", image.size)
+    draw = ImageDraw.Draw(layer)
     for k in range(40):
-        cx, cy = np.array(plume(k / 40)) + rng.normal(0, [12, 8])
         rise = k / 40
+        cx, cy = np.array(plume(rise)) + rng.normal(0, [12, 8])
         r = 30 + 50 * rise + rng.uniform(-8, 8)
         grey = int(rng.integers(80, 135))
-        smoke_draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(grey, grey, grey + 5, int(rng.integers(150, 220))))
-    image = Image.alpha_composite(image.convert("RGBA"), smoke).convert("RGB")
-    draw = ImageDraw.Draw(image)
-    for layer, colour in enumerate(FIRE):  # red outside, yellow inside
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(grey, grey, grey + 5, int(rng.integers(150, 220))))
+    return Image.alpha_composite(image.convert("RGBA"), layer).convert("RGB")
+
+
+def _flames(draw: ImageDraw.ImageDraw, rng: np.random.Generator, left: float, top: float, width: float) -> None:
+    """Flame tongues standing on y=top between left and left+width: red outside, yellow inside."""
+    for layer, colour in enumerate(FIRE):
         scale = 1.0 - 0.3 * layer
         for _ in range(14):
             bx = left + rng.uniform(0.1, 0.9) * width
             fw, fh = rng.uniform(25, 45) * scale, rng.uniform(70, 130) * scale
             draw.polygon([(bx - fw / 2, top), (bx - fw / 3, top - fh * 0.5), (bx + rng.normal(0, 6), top - fh),
                           (bx + fw / 3, top - fh * 0.5), (bx + fw / 2, top)], fill=colour)
-    flame_box = _ints([left + 0.15 * width, top - 45, left + 0.85 * width, top - 5])
+
+
+def _accident(ctx: _Ctx) -> list[dict]:
+    rng, (w, h) = ctx.rng, (640, 480)
+    ground = int(h * 0.78)
+    image = _noisy(rng, np.concatenate([_gradient(w, ground, (70, 70, 90), (150, 130, 120)),
+                                        _gradient(w, h - ground, (95, 92, 88), (60, 60, 60))]), 4)
+    kind = ("furnace", "tank", "truck")[ctx.index % 3]
+    left, top = _fire_source(ImageDraw.Draw(image), kind, rng.uniform(w * 0.35, w * 0.6), ground)
+    width = 120 if kind == "furnace" else 160
+    drift = rng.uniform(-1.0, 1.0)
+
+    def plume(rise: float) -> tuple[float, float]:
+        return left + width / 2 + drift * rise * 180, top - 120 - rise * (top - 150)
+
+    image = _smoke(rng, image, plume)
+    _flames(ImageDraw.Draw(image), rng, left, top, width)
     sx, sy = plume(0.6)
-    smoke_box = _ints([sx - 20, sy - 20, sx + 20, sy + 20])
-    return [ctx.case([ctx.save(image)], "accident", "contains_all", ["fire", "smoke"], synonyms=ACCIDENT_SYNONYMS,
-                     meta={"source": kind, "flame_box": flame_box, "smoke_box": smoke_box})]
+    meta = {"source": kind, "flame_box": _ints([left + 0.15 * width, top - 45, left + 0.85 * width, top - 5]),
+            "smoke_box": _ints([sx - 20, sy - 20, sx + 20, sy + 20])}
+    return [ctx.case([ctx.save(image)], "accident", "contains_all", ["fire", "smoke"], synonyms=ACCIDENT_SYNONYMS, meta=meta)]
 
 
 # ---------------------------------------------------------------------------------------------
