@@ -117,3 +117,21 @@ def test_bad_videos(tmp_path):
         load_video(str(junk))
     with pytest.raises(MediaError, match="no such file"):
         load_video(str(tmp_path / "missing.mp4"))
+
+
+def test_http_url_on_loopback(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    picture(50, 40).save(tmp_path / "cam.png")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        assert load_image(f"{base}/cam.png").size == (50, 40)
+        with pytest.raises(MediaError, match="could not be fetched"):
+            load_image(f"{base}/missing.png")
+    finally:
+        server.shutdown()
