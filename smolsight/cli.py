@@ -175,3 +175,56 @@ def serve(host: str, port: int, api_key: str | None, api_key_file: str | None, *
     settings = ServerSettings(model_name=model_name, api_keys=keys, **{k: kwargs.pop(k) for k in list(kwargs) if k in ServerSettings.__dataclass_fields__})
     engine = load_engine(kwargs)
     run_server(engine, settings, host, port)
+
+
+@main.command()
+@click.argument("data")
+@click.option("-o", "--out", required=True, metavar="ADAPTER_DIR", help="Where the adapter and its epoch checkpoints go.")
+@click.option("--eval-split", type=float, default=None, help="Hold out this fraction of DATA and evaluate it before and after.")
+@click.option("--eval-suite", default=None, help="Evaluate this suite before and after (may be DATA itself).")
+@click.option("--rank", type=int, default=16, show_default=True, help="LoRA rank.")
+@click.option("--alpha", type=float, default=32, show_default=True, help="LoRA alpha (scale = alpha / rank).")
+@click.option("--dropout", type=float, default=0.05, show_default=True, help="LoRA dropout.")
+@click.option("--lr", "learning_rate", type=float, default=2e-4, show_default=True, help="Learning rate (AdamW).")
+@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--grad-accum", type=int, default=1, show_default=True, help="Batches per optimizer step.")
+@click.option("--image-size", type=int, default=None, help="Longest image edge before tiling (also used for evaluation).")
+@click.option("--no-split", is_flag=True, help="Do not cut images into tiles (~8x fewer tokens, much faster).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Shuffling, dropout and --eval-split seed.")
+@click.option("--train-connector", is_flag=True, help="Also train the vision-to-text connector.")
+@click.option("--train-vision", is_flag=True, help="Also train the vision encoder (and the connector).")
+@click.option("--qlora", is_flag=True, help="4-bit base weights (CUDA and bitsandbytes only).")
+@click.option("--prompt-style", type=click.Choice(["short", "raw"]), default="short", show_default=True,
+              help="Prompts for suite cases without their own (as in `smolsight eval`).")
+@click.option("--resume", is_flag=True, help="Continue from the last epoch checkpoint in ADAPTER_DIR.")
+@model_options
+def finetune(data: str, out: str, eval_suite: str | None, resume: bool, **kwargs) -> None:
+    """Train a LoRA adapter on DATA (conversations .jsonl or a suite): smolsight finetune DATA -m M -o ADAPTER_DIR"""
+    from .finetune import TrainConfig, finetune as train
+
+    if kwargs.pop("adapter"):
+        raise SmolsightError("finetune trains a new adapter from the base model; --adapter is for ask, eval, serve and bench")
+    model, verbose = kwargs.pop("model"), kwargs.pop("verbose")
+    runtime = {k: kwargs.pop(k) for k in ("device", "dtype", "attn", "quiet")}
+    config = TrainConfig(split=not kwargs.pop("no_split"), **kwargs)
+    result = train(data, model, out, config, eval_suite=eval_suite, resume=resume, progress=not runtime["quiet"], **runtime)
+    if verbose:
+        click.echo(" ".join(f"{k}={v}" for k, v in result.runtime.items()), err=True)
+    if result.comparison:
+        click.echo(result.comparison)
+    losses = result.epoch_losses
+    click.echo(f"loss {losses[0]:.4f} (epoch 1) -> {losses[-1]:.4f} (epoch {len(losses)}); adapter in {result.adapter_dir}", err=True)
+
+
+@main.command("merge-adapter")
+@click.option("-m", "--model", default="256m", envvar="SMOLSIGHT_MODEL", show_default=True, help="The base model the adapter was trained on.")
+@click.option("--adapter", required=True, help="Adapter directory from `smolsight finetune`.")
+@click.option("-o", "--out", required=True, help="New directory for the merged model.")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None, help="Saved weights [default: the base's].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def merge_adapter_command(model: str, adapter: str, out: str, dtype: str | None, quiet: bool) -> None:
+    """Merge an adapter into its base model: a plain model directory usable anywhere a model is."""
+    from .finetune import merge_adapter
+
+    click.echo(merge_adapter(model, adapter, out, dtype, quiet))
