@@ -11,6 +11,7 @@ import click
 
 from .errors import SmolsightError
 from .options import PRESETS
+from .tasks import LANGS, STYLES, TASKS
 
 GENERATION_KNOBS = (
     "temperature", "top_p", "top_k", "repetition_penalty", "frequency_penalty", "presence_penalty",
@@ -116,11 +117,18 @@ def main() -> None:
 @model_options
 @generation_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of streaming text.")
-def ask(args: tuple[str, ...], as_json: bool, **kwargs) -> None:
+@click.option("--task", type=click.Choice(list(TASKS)), default=None,
+              help="Ask for this task's short answer form (PROMPT may then be left out).")
+@click.option("--lang", type=click.Choice(list(LANGS)), default=None, help="Language of --task's words [default: PROMPT's].")
+def ask(args: tuple[str, ...], as_json: bool, task: str | None, lang: str | None, **kwargs) -> None:
     """Ask about MEDIA (images, or one video; paths or URLs): smolsight ask MEDIA... PROMPT"""
     from .engine import Chunk
 
     *media, prompt = args
+    if task:
+        from .evaluate import task_question
+
+        media, prompt = task_question(list(args), task, lang)
     preset, knobs, settings = split_generation(kwargs)
     engine = load_engine(kwargs)
     request = engine.request(list(media), prompt, preset, **knobs, **settings)
@@ -175,6 +183,57 @@ def serve(host: str, port: int, api_key: str | None, api_key_file: str | None, *
     settings = ServerSettings(model_name=model_name, api_keys=keys, **{k: kwargs.pop(k) for k in list(kwargs) if k in ServerSettings.__dataclass_fields__})
     engine = load_engine(kwargs)
     run_server(engine, settings, host, port)
+
+
+@main.command("eval")
+@click.argument("paths", nargs=-1, required=True, metavar="SUITE | --compare RESULTS...")
+@click.option("--compare", is_flag=True, help="Put two or more runs (results.json or its directory) side by side.")
+@click.option("-o", "--out", default=None, help="Output directory [default: eval-results; with --compare: .].")
+@click.option("--prompt-style", type=click.Choice(list(STYLES)), default="short", show_default=True,
+              help="short: ask for short answers; raw: the field report's prompts.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Cases answered together.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Run only the first N cases.")
+@click.option("--scenario", "scenarios", multiple=True, help="Run only this scenario (repeatable).")
+@click.option("--label", default=None, help="Name of this run in comparisons [default: model, preset, style].")
+@model_options
+@generation_options
+def eval_command(paths: tuple[str, ...], compare: bool, out: str | None, prompt_style: str, batch_size: int,
+                 limit: int | None, scenarios: tuple[str, ...], label: str | None, **kwargs) -> None:
+    """Score a model on SUITE: smolsight eval SUITE --model M --out DIR (results.json, report.html).
+    Or compare runs: smolsight eval --compare A/results.json B/results.json --out DIR (compare.html)."""
+    from . import evaluate
+    from .suite import load_suite
+
+    if compare:
+        runs = [evaluate.load_run(path) for path in paths]
+        click.echo(evaluate.compare_runs(runs))
+        click.echo(f"wrote {evaluate.write_comparison(runs, out or '.')}", err=True)
+        return
+    if len(paths) != 1:
+        raise SmolsightError(f"give one suite, not {len(paths)} (to compare runs, add --compare)")
+    suite = load_suite(paths[0])
+    evaluate.select_cases(suite, scenarios, limit)  # a bad filter fails before the model loads
+    preset, knobs, settings = split_generation(kwargs)
+    progress = not kwargs["quiet"]
+    engine = load_engine(kwargs)
+    run = evaluate.run_suite(engine, suite, preset, prompt_style, progress, label, batch_size=batch_size,
+                             limit=limit, scenarios=scenarios, **knobs, **settings)  # fmt: skip
+    results = evaluate.write_run(run, out or "eval-results")
+    click.echo(evaluate.scenario_table(run))
+    click.echo(f"wrote {results} and {results.parent / 'report.html'}", err=True)
+
+
+@main.command()
+@click.argument("out_dir")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same files.")
+@click.option("--per-scenario", type=int, default=3, show_default=True, help="Pictures per scenario (plus one video).")
+def synth(out_dir: str, seed: int, per_scenario: int) -> None:
+    """Draw a synthetic suite with known answers into OUT_DIR (suite.yaml and media/)."""
+    from .evaluate import suite_summary
+    from .suite import load_suite
+    from .synth import write_synthetic_suite
+
+    click.echo(suite_summary(load_suite(write_synthetic_suite(out_dir, seed, per_scenario))))
 
 
 @main.command()
