@@ -27,6 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import Batcher, BatchSettings, Metrics, QueueFullError, Ticket
@@ -142,11 +143,42 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     return error_response(422, f"{param}: {error['msg']}", "invalid_value", param)
 
 
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded"}
+
+
 async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+    return error_response(exc.status_code, str(exc.detail), HTTP_CODES.get(exc.status_code), headers=exc.headers)
 
 
 ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 429, 500, 503)}
+
+
+class BodyLimit:
+    """Refuses request bodies over the limit with OpenAI's 413 error: at once when the
+    Content-Length says so, else as soon as the bytes read pass it (chunked uploads)."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        message = f"the request body is over this server's limit of {self.max_bytes / MB:g} MB"
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await error_response(413, message, "limit_exceeded")(scope, receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            event = await receive()
+            received += len(event.get("body", b""))
+            if received > self.max_bytes:
+                raise StarletteHTTPException(413, message)  # answered by the handler as JSON
+            return event
+
+        await self.app(scope, counted, send)
 
 
 class Accounting:
@@ -297,8 +329,9 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
         yield
         await asyncio.to_thread(service.batcher.close)
 
-    app = FastAPI(title="smolsight", summary="OpenAI-compatible SmolVLM2 server", lifespan=lifespan, max_body_size=int(settings.max_body_mb * MB))
+    app = FastAPI(title="smolsight", summary="OpenAI-compatible SmolVLM2 server", lifespan=lifespan)
     app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=int(settings.max_body_mb * MB))
     app.add_middleware(Accounting, metrics=service.metrics)
     app.add_exception_handler(SmolsightError, smolsight_error)
     app.add_exception_handler(RequestValidationError, validation_error)

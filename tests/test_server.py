@@ -1,0 +1,410 @@
+"""The HTTP server, live on loopback, driven by the official `openai` client and plain HTTP.
+
+The tiny checkpoint is random, so answers are noise; what is checked is that the server gives
+exactly what the engine gives, in OpenAI's shapes, and that limits, errors, batching,
+cancellation and shutdown behave.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import io
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+from conftest import picture
+from test_media import write_video
+
+from smolsight.engine import Chunk
+from smolsight.errors import LimitError, MediaError
+from smolsight.protocol import UrlPolicy, fetch
+from smolsight.server import BackgroundServer, ServerSettings, create_app
+
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+LIMITS = dict(max_tokens=160, max_image_pixels=1_000_000, max_body_mb=2, max_input_tokens=1500)
+
+
+def data_uri(image=None, fmt: str = "PNG") -> str:
+    buffer = io.BytesIO()
+    (image or picture()).save(buffer, fmt)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def image_message(text: str = "What is in the picture?", url: str | None = None, detail: str = "low") -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url or data_uri(), "detail": detail}}, {"type": "text", "text": text}]}]
+
+
+@pytest.fixture(scope="session")
+def server(engine):
+    with BackgroundServer(create_app(engine, ServerSettings(api_keys=(KEY,), **LIMITS))) as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def model_id(client) -> str:
+    return client.models.list().data[0].id
+
+
+def metric(server, name: str, **labels) -> float:
+    """One sample from /metrics (0 if absent)."""
+    text = httpx.get(f"{server.url}/metrics").text
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = rf"^{re.escape(name)}{re.escape('{' + wanted + '}') if wanted else ''} (\S+)$"
+    match = re.search(pattern, text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+# ---- answers -------------------------------------------------------------------------------
+
+
+def test_non_streaming_answer_is_the_engines(client, engine, model_id):
+    reply = client.chat.completions.create(model=model_id, messages=image_message(), max_tokens=12)
+    direct = engine.ask(picture(), "What is in the picture?", max_new_tokens=12, split=False)
+    choice = reply.choices[0]
+    assert reply.object == "chat.completion" and reply.id.startswith("chatcmpl-") and reply.model == model_id
+    assert choice.message.role == "assistant" and choice.message.content == direct.text
+    assert choice.finish_reason == direct.finish_reason
+    assert reply.usage.prompt_tokens == direct.input_tokens and reply.usage.completion_tokens == direct.output_tokens
+    assert reply.usage.total_tokens == direct.input_tokens + direct.output_tokens
+    timings = reply.model_extra["timings"]
+    assert 0 <= timings["queue_s"] <= timings["ttft_s"] <= timings["total_s"]
+
+
+def test_streaming_sends_the_engines_pieces_then_usage(client, engine, model_id):
+    stream = client.chat.completions.create(
+        model=model_id, messages=image_message(), max_completion_tokens=16, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    direct = list(engine.stream(picture(), "What is in the picture?", max_new_tokens=16, split=False))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "".join(e.text for e in direct if isinstance(e, Chunk))
+    finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finish) == 1 and finish[0].choices[0].finish_reason == direct[-1].finish_reason
+    assert finish[0].model_extra["timings"]["ttft_s"] > 0
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == direct[-1].output_tokens
+    assert len({c.id for c in chunks}) == 1
+
+
+def test_stream_is_server_sent_events_ending_in_done(server, model_id):
+    body = {"model": model_id, "messages": image_message(), "max_tokens": 4, "stream": True}
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=AUTH, timeout=60) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in response.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in events)
+    assert events[-1] == "data: [DONE]"
+    assert json.loads(events[-2][6:])["usage"] is None  # no usage chunk unless asked for
+
+
+def test_repetition_is_a_finish_reason(client, engine, model_id):
+    """The loop guard's `repetition` reaches the client, with the trimmed answer."""
+    for seed, detail in itertools.product(range(4), ("high", "low")):
+        direct = engine.ask(picture(seed=seed), "Describe.", max_new_tokens=150, split=detail == "high")
+        if direct.finish_reason == "repetition":
+            break
+    else:
+        pytest.fail("the tiny model looped on none of the inputs")
+    messages = image_message("Describe.", url=data_uri(picture(seed=seed)), detail=detail)
+    reply = client.chat.completions.create(model=model_id, messages=messages, max_tokens=150)
+    assert reply.choices[0].finish_reason == "repetition" and reply.choices[0].message.content == direct.text
+    unguarded = client.chat.completions.create(model=model_id, messages=messages, max_tokens=150, extra_body={"preset": "seed"})
+    assert unguarded.usage.completion_tokens > reply.usage.completion_tokens
+
+
+def test_system_message_task_and_knobs(client, model_id):
+    messages = [{"role": "system", "content": "You count things."}, *image_message("")]
+    counted = client.chat.completions.create(model=model_id, messages=messages, max_tokens=4, extra_body={"task": "count"})
+    plain = client.chat.completions.create(model=model_id, messages=[messages[0], *image_message("x")], max_tokens=4)
+    assert counted.usage.prompt_tokens > plain.usage.prompt_tokens + 5  # the count instruction was added
+    sampled = client.chat.completions.create(
+        model=model_id, messages=image_message(), max_tokens=8, temperature=0.8, top_p=0.9, seed=3,
+        frequency_penalty=0.5, presence_penalty=0.5, stop=["\n"], extra_body={"repetition_penalty": 1.2, "top_k": 40},
+    )  # fmt: skip
+    again = client.chat.completions.create(
+        model=model_id, messages=image_message(), max_tokens=8, temperature=0.8, top_p=0.9, seed=3,
+        frequency_penalty=0.5, presence_penalty=0.5, stop=["\n"], extra_body={"repetition_penalty": 1.2, "top_k": 40},
+    )  # fmt: skip
+    assert sampled.choices[0].message.content == again.choices[0].message.content
+
+
+def test_video_url_part(client, model_id, tmp_path):
+    clip = open(write_video(tmp_path / "clip.mp4", frames=8, fps=4), "rb").read()
+    url = "data:video/mp4;base64," + base64.b64encode(clip).decode()
+    content = [{"type": "video_url", "video_url": {"url": url}}, {"type": "text", "text": "What moves?"}]
+    reply = client.chat.completions.create(model=model_id, messages=[{"role": "user", "content": content}], max_tokens=4)
+    assert reply.usage.prompt_tokens > 50 and reply.choices[0].message.content
+
+
+def test_models_health_metrics_and_schema(server, client, model_id):
+    assert [m.id for m in client.models.list().data] == [model_id]
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
+    response = httpx.get(f"{server.url}/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    for name in ("smolsight_requests_total", "smolsight_queue_depth", "smolsight_batch_size_bucket", "smolsight_time_to_first_token_seconds_bucket",
+                 "smolsight_request_latency_seconds_bucket", "smolsight_generated_tokens_total"):  # fmt: skip
+        assert name in response.text
+    schema = httpx.get(f"{server.url}/openapi.json").json()["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+    assert list(schema)[:2] == ["messages", "model"] and "description" in schema["preset"]
+
+
+# ---- batching, queueing, cancellation ------------------------------------------------------
+
+
+def test_32_concurrent_requests_are_batched(server, client, model_id):
+    batches_before = metric(server, "smolsight_batch_size_count")
+
+    def ask(i: int):
+        return client.chat.completions.create(model=model_id, messages=image_message(url=data_uri(picture(seed=i))), max_tokens=6, seed=i)
+
+    with ThreadPoolExecutor(32) as pool:
+        replies = list(pool.map(ask, range(32)))
+    assert all(r.choices[0].message.content is not None and r.usage.completion_tokens >= 1 for r in replies)
+    batches = metric(server, "smolsight_batch_size_count") - batches_before
+    assert batches < 32  # some batch held more than one request
+    assert metric(server, "smolsight_batch_size_bucket", le="1.0") < metric(server, "smolsight_batch_size_count")
+    assert metric(server, "smolsight_requests_total", endpoint="/v1/chat/completions", status="200") >= 32
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(engine):
+    """A server that runs one request at a time and queues one more."""
+    settings = ServerSettings(max_batch_size=1, batch_window_ms=0, max_queue=1, max_tokens=2000)
+    with BackgroundServer(create_app(engine, settings)) as live:
+        yield live
+
+
+def long_request(max_tokens: int = 2000) -> dict:
+    return {"messages": image_message(), "max_tokens": max_tokens, "preset": "seed", "stream": True}
+
+
+def test_full_queue_answers_429_with_retry_after(one_at_a_time):
+    url = f"{one_at_a_time.url}/v1/chat/completions"
+    with ThreadPoolExecutor(1) as pool:
+        with httpx.stream("POST", url, json=long_request(), timeout=60) as busy:
+            lines = busy.iter_lines()  # kept: a dropped iterator closes the connection
+            next(lines)  # generating: the worker is busy
+            waiting = pool.submit(httpx.post, url, json={**long_request(4), "stream": False}, timeout=60)
+            deadline = time.monotonic() + 20
+            while httpx.get(f"{one_at_a_time.url}/health").json()["queue_depth"] < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            refused = httpx.post(url, json={**long_request(4), "stream": False})
+            assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+            assert refused.json()["error"]["code"] == "queue_full"
+        assert waiting.result().status_code == 200  # closing the busy stream cancelled it; the queued one ran
+
+
+def test_disconnect_cancels_generation(one_at_a_time):
+    cancelled = metric(one_at_a_time, "smolsight_finished_total", reason="cancelled")
+    with httpx.stream("POST", f"{one_at_a_time.url}/v1/chat/completions", json=long_request(), timeout=60) as response:
+        lines = response.iter_lines()
+        next(lines), next(lines)
+    deadline = time.monotonic() + 10
+    while metric(one_at_a_time, "smolsight_finished_total", reason="cancelled") == cancelled:
+        assert time.monotonic() < deadline, "generation went on after the client left"
+        time.sleep(0.05)
+    tokens = metric(one_at_a_time, "smolsight_generated_tokens_total")
+    started = time.perf_counter()
+    reply = httpx.post(f"{one_at_a_time.url}/v1/chat/completions", json={**long_request(4), "stream": False}, timeout=60)
+    assert reply.status_code == 200 and time.perf_counter() - started < 20
+    assert tokens < 1000  # the abandoned 2000-token request stopped early
+
+
+def test_queued_time_counts_in_time_to_first_token(one_at_a_time):
+    url = f"{one_at_a_time.url}/v1/chat/completions"
+    with httpx.stream("POST", url, json=long_request(), timeout=60) as busy:
+        lines = busy.iter_lines()
+        next(lines)
+        with ThreadPoolExecutor(1) as pool:
+            queued = pool.submit(httpx.post, url, json={**long_request(4), "stream": False}, timeout=60)
+            time.sleep(1.0)
+            busy.close()
+            timings = queued.result().json()["timings"]
+    assert timings["queue_s"] >= 0.9 and timings["ttft_s"] > timings["queue_s"]
+
+
+# ---- bad input -----------------------------------------------------------------------------
+
+
+def big_image_uri() -> str:
+    return data_uri(picture(1200, 1000))  # 1.2 megapixels, over the 1 MP limit; small as a PNG
+
+
+BAD_REQUESTS = [
+    ("malformed JSON", b'{"messages": [', AUTH, 400, "invalid_json"),
+    ("bad base64", {"messages": image_message(url="data:image/png;base64,@@not-base64@@")}, AUTH, 400, "invalid_media"),
+    ("not an image", {"messages": image_message(url="data:image/png;base64," + base64.b64encode(b"hello " * 40).decode())}, AUTH, 400, "invalid_media"),
+    ("too many pixels", {"messages": image_message(url=big_image_uri())}, AUTH, 413, "limit_exceeded"),
+    ("body too large", {"messages": image_message("x" * 3 * 1024 * 1024)}, AUTH, 413, "limit_exceeded"),
+    ("unknown part type", {"messages": [{"role": "user", "content": [{"type": "audio", "audio": "x"}]}]}, AUTH, 422, "invalid_value"),
+    ("unknown field", {"messages": image_message(), "tools": []}, AUTH, 422, "invalid_value"),
+    ("n above 1", {"messages": image_message(), "n": 2}, AUTH, 422, "invalid_value"),
+    ("too many tokens", {"messages": image_message(), "max_tokens": 100_000}, AUTH, 400, "invalid_request"),
+    ("prompt too long", {"messages": image_message("word " * 3000)}, AUTH, 413, "limit_exceeded"),
+    ("empty prompt", {"messages": image_message("")}, AUTH, 400, "invalid_request"),
+    ("last message not the user's", {"messages": [*image_message(), {"role": "assistant", "content": "hi"}]}, AUTH, 400, "invalid_request"),
+    ("missing key", {"messages": image_message()}, {}, 401, "invalid_api_key"),
+    ("wrong key", {"messages": image_message()}, {"Authorization": "Bearer nope"}, 401, "invalid_api_key"),
+    ("http URL, fetching off", {"messages": image_message(url="http://example.com/a.png")}, AUTH, 400, "invalid_media"),
+    ("file path", {"messages": image_message(url="/etc/passwd")}, AUTH, 400, "invalid_media"),
+    ("file URL", {"messages": image_message(url="file:///etc/hostname")}, AUTH, 400, "invalid_media"),
+    ("unknown model", {"model": "gpt-4o", "messages": image_message()}, AUTH, 404, "model_not_found"),
+    ("bad top_p", {"messages": image_message(), "temperature": 1, "top_p": 0}, AUTH, 400, "invalid_request"),
+]
+
+
+@pytest.mark.parametrize("body, headers, status, code", [case[1:] for case in BAD_REQUESTS], ids=[case[0] for case in BAD_REQUESTS])
+def test_bad_input_gets_its_status_and_the_server_keeps_serving(server, body, headers, status, code):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = httpx.post(f"{server.url}/v1/chat/completions", content=content, headers={**headers, "Content-Type": "application/json"}, timeout=60)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["message"] and error["type"] and error["code"] == code
+    assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+def test_chunked_body_over_the_limit_is_refused(server):
+    pieces = (b" " * 256 * 1024 for _ in range(12))  # 3 MB without a Content-Length
+    response = httpx.post(f"{server.url}/v1/chat/completions", content=pieces, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "limit_exceeded"
+
+
+def test_openai_client_raises_its_own_errors(server, client, model_id):
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key="nope", max_retries=0).models.list()
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4o", messages=image_message())
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(model=model_id, messages=image_message(), n=3)
+    with pytest.raises(openai.BadRequestError, match="over this server's limit"):
+        client.chat.completions.create(model=model_id, messages=image_message(), max_tokens=LIMITS["max_tokens"] + 1)
+
+
+# ---- fetching URLs -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def picture_site():
+    """A loopback web server with one PNG and one redirect."""
+    png = base64.b64decode(data_uri().split(",", 1)[1])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/scene.png":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(png)))
+                self.end_headers()
+                self.wfile.write(png)
+            else:
+                self.send_response(302)
+                self.send_header("Location", "/scene.png")
+                self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{site.server_address[1]}", png
+    site.shutdown()
+
+
+def test_url_fetching_policy(picture_site):
+    base, png = picture_site
+    with pytest.raises(MediaError, match="does not fetch URLs"):
+        fetch(f"{base}/scene.png", UrlPolicy())
+    with pytest.raises(MediaError, match="non-public address 127.0.0.1"):
+        fetch(f"{base}/scene.png", UrlPolicy(allow_fetch=True))
+    with pytest.raises(MediaError, match="non-public"):
+        fetch("http://169.254.169.254/latest/meta-data", UrlPolicy(allow_fetch=True))
+    with pytest.raises(MediaError, match="allow-list"):
+        fetch(f"{base}/scene.png", UrlPolicy(allow_fetch=True, allow_list=("images.example.com",), allow_private=True))
+    allowed = UrlPolicy(allow_fetch=True, allow_list=("127.0.0.1",), allow_private=True)
+    assert fetch(f"{base}/scene.png", allowed) == png
+    with pytest.raises(MediaError, match="HTTP 302"):
+        fetch(f"{base}/elsewhere", allowed)
+    with pytest.raises(LimitError):
+        fetch(f"{base}/scene.png", UrlPolicy(allow_fetch=True, allow_private=True, max_bytes=100))
+
+
+def test_server_fetches_allowed_urls(engine, picture_site):
+    base, _ = picture_site
+    settings = ServerSettings(max_tokens=8, allow_url_fetch=True, url_allow_list=("127.0.0.1",), allow_private_urls=True)
+    with BackgroundServer(create_app(engine, settings)) as live:
+        reply = httpx.post(f"{live.url}/v1/chat/completions", json={"messages": image_message(url=f"{base}/scene.png"), "max_tokens": 4}, timeout=60)
+    assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] >= 1
+
+
+# ---- fuzzing and the real command ----------------------------------------------------------
+
+
+def test_schema_fuzzing_finds_no_server_error(engine):
+    """schemathesis generates valid and invalid requests from /openapi.json; none may get a 5xx."""
+    settings = ServerSettings(max_tokens=4, max_input_tokens=1024, max_image_pixels=1_000_000)
+    with BackgroundServer(create_app(engine, settings)) as live:
+        started = time.perf_counter()
+        run = subprocess.run(
+            ["schemathesis", "run", f"{live.url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "30",
+             "--phases", "examples,coverage,fuzzing", "--workers", "1", "--seed", "1", "--no-shrink", "--request-timeout", "30"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        elapsed = time.perf_counter() - started
+        assert httpx.get(f"{live.url}/health").status_code == 200
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert elapsed < 60
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_serve_command_drains_on_sigterm(tiny_checkpoint):
+    """`smolsight serve` starts; on SIGTERM it finishes the stream in flight and takes no new connections."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-c", "from smolsight.cli import main; main()", "serve", "--model", tiny_checkpoint, "--port", str(port), "--dtype", "float32", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "SMOLSIGHT_API_KEY": KEY})
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read() if process.poll() is not None else "no start"
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        body = {**long_request(60), "stream_options": {"include_usage": True}}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=AUTH, timeout=60) as response:
+            lines = response.iter_lines()
+            next(lines)
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"{url}/health")
+            events = [line for line in lines if line]
+        usage = json.loads(events[-2][6:])["usage"]
+        assert events[-1] == "data: [DONE]" and usage["completion_tokens"] == 60
+        assert process.wait(30) in (0, -signal.SIGTERM)
+    finally:
+        process.kill()
