@@ -297,9 +297,10 @@ def _record(case: Case, prompt: str, outcome: Result | SmolsightError) -> CaseRe
         "media": [str(m) for m in case.media], "expected": case.expected, "answer_type": case.answer_type,
     }  # fmt: skip
     if isinstance(outcome, SmolsightError):
-        return CaseResult(**base, answer="", passed=False if case.answer_type != "free" else None,
-                          score=0.0 if case.answer_type != "free" else None, detail=f"error: {outcome}",
-                          latency_s=0.0, ttft_s=0.0, input_tokens=0, output_tokens=0, finish_reason="error")  # fmt: skip
+        scored = case.answer_type != "free"  # a case that could not run fails, unless it is never scored
+        return CaseResult(**base, answer="", passed=False if scored else None, score=0.0 if scored else None,
+                          detail=f"error: {outcome}", latency_s=0.0, ttft_s=0.0, input_tokens=0, output_tokens=0,
+                          finish_reason="error")  # fmt: skip
     verdict = score(outcome.text, case)
     raw = outcome.raw_text or outcome.text
     return CaseResult(
