@@ -25,13 +25,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from .engine import Request, Result
 from .errors import LimitError, MediaError, SmolsightError
 from .media import Video, decode_data_uri, describe, load_image, load_video
-from .options import DEFAULT_PRESET, PRESETS, resolve_options
+from .options import DEFAULT_PRESET, PRESETS, GenerationOptions, resolve_options
 from .prompts import Message, validate
 from .tasks import task_prompt
 
 # `qa` is left out: its prompt names a subject that only evaluation suites supply.
 SERVER_TASKS = ("count", "read", "describe", "trend", "measure", "accident")
 URL_TIMEOUT_S = 10
+MAX_IMAGES = 8  # per request; more would be over any sensible input-token limit anyway
 
 
 class Strict(BaseModel):
@@ -156,13 +157,23 @@ class ChatCompletionRequest(Strict):
         return bool(self.stream_options and self.stream_options.include_usage)
 
     def to_request(self, media: MediaPolicy, max_tokens: int) -> Request:
-        """The engine request: messages with their media loaded, and generation options."""
+        """The engine request: messages with their media loaded, and generation options.
+        The cheap checks come first, so a bad option never costs a decoded image."""
+        options = self.generation_options(max_tokens)
+        parts = self.user_parts()
+        images = sum(isinstance(p, ImagePart) for p in parts)
+        if images > MAX_IMAGES:
+            raise LimitError(f"{images} images in one request; this server takes at most {MAX_IMAGES}")
         messages = [convert_message(m, media) for m in self.messages]
         if self.task:
             last = messages[-1]
             last.text = "\n".join(t for t in (last.text, task_prompt(self.task, self.task_lang, "short")) if t)
         validate(messages)
-        options = resolve_options(
+        low_detail = any(isinstance(p, ImagePart) and p.image_url.detail == "low" for p in parts)
+        return Request(messages, options, split=not low_detail)
+
+    def generation_options(self, max_tokens: int) -> GenerationOptions:
+        return resolve_options(
             self.preset,
             max_new_tokens=self.token_budget(max_tokens),
             temperature=self.temperature,
@@ -174,8 +185,6 @@ class ChatCompletionRequest(Strict):
             stop=self.stop,
             seed=self.seed,
         )
-        low_detail = any(isinstance(p, ImagePart) and p.image_url.detail == "low" for p in self.user_parts())
-        return Request(messages, options, split=not low_detail)
 
     def token_budget(self, limit: int) -> int:
         """The asked-for output length, refused above the server's limit; a preset's own

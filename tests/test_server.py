@@ -255,6 +255,7 @@ BAD_REQUESTS = [
     ("not an image", {"messages": image_message(url="data:image/png;base64," + base64.b64encode(b"hello " * 40).decode())}, AUTH, 400, "invalid_media"),
     ("too many pixels", {"messages": image_message(url=big_image_uri())}, AUTH, 413, "limit_exceeded"),
     ("body too large", {"messages": image_message("x" * 3 * 1024 * 1024)}, AUTH, 413, "limit_exceeded"),
+    ("too many images", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}] * 9}]}, AUTH, 413, "limit_exceeded"),
     ("unknown part type", {"messages": [{"role": "user", "content": [{"type": "audio", "audio": "x"}]}]}, AUTH, 422, "invalid_value"),
     ("unknown field", {"messages": image_message(), "tools": []}, AUTH, 422, "invalid_value"),
     ("n above 1", {"messages": image_message(), "n": 2}, AUTH, 422, "invalid_value"),
@@ -357,7 +358,7 @@ def test_server_fetches_allowed_urls(engine, picture_site):
 # ---- fuzzing and the real command ----------------------------------------------------------
 
 
-def test_schema_fuzzing_finds_no_server_error(engine):
+def test_schema_fuzzing_finds_no_server_error(engine, tmp_path):
     """schemathesis generates valid and invalid requests from /openapi.json; none may get a 5xx."""
     settings = ServerSettings(max_tokens=4, max_input_tokens=1024, max_image_pixels=1_000_000)
     with BackgroundServer(create_app(engine, settings)) as live:
@@ -365,7 +366,7 @@ def test_schema_fuzzing_finds_no_server_error(engine):
         run = subprocess.run(
             ["schemathesis", "run", f"{live.url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "30",
              "--phases", "examples,coverage,fuzzing", "--workers", "1", "--seed", "1", "--no-shrink", "--request-timeout", "30"],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
         )  # fmt: skip
         elapsed = time.perf_counter() - started
         assert httpx.get(f"{live.url}/health").status_code == 200
