@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from .engine import Request, Result
 from .errors import LimitError, MediaError, SmolsightError
@@ -329,9 +329,18 @@ class ChatCompletionResponse(BaseModel):
     timings: Timings | None = None
 
 
+def without_none(data: dict, keys: tuple[str, ...]) -> dict:
+    """OpenAI's stream leaves some fields out rather than sending null."""
+    return {k: v for k, v in data.items() if not (k in keys and v is None)}
+
+
 class Delta(BaseModel):
     content: str | None = None
     role: Literal["assistant"] | None = None
+
+    @model_serializer(mode="wrap")
+    def serialize(self, handler) -> dict:
+        return without_none(handler(self), ("content", "role"))
 
 
 class ChunkChoice(BaseModel):
@@ -351,6 +360,10 @@ class ChatCompletionChunk(BaseModel):
     usage: Usage | None = None
     # smolsight extension, on the chunk that carries the finish reason
     timings: Timings | None = None
+
+    @model_serializer(mode="wrap")
+    def serialize(self, handler) -> dict:
+        return without_none(handler(self), ("timings",))
 
 
 class ModelCard(BaseModel):
