@@ -241,6 +241,7 @@ def synth(out_dir: str, seed: int, per_scenario: int) -> None:
 @click.option("-o", "--out", required=True, metavar="ADAPTER_DIR", help="Where the adapter and its epoch checkpoints go.")
 @click.option("--eval-split", type=float, default=None, help="Hold out this fraction of DATA and evaluate it before and after.")
 @click.option("--eval-suite", default=None, help="Evaluate this suite before and after (may be DATA itself).")
+@click.option("--eval-max-new-tokens", type=int, default=None, help="Cap evaluation answers [default: the precise preset's].")
 @click.option("--rank", type=int, default=16, show_default=True, help="LoRA rank.")
 @click.option("--alpha", type=float, default=32, show_default=True, help="LoRA alpha (scale = alpha / rank).")
 @click.option("--dropout", type=float, default=0.05, show_default=True, help="LoRA dropout.")
@@ -258,7 +259,7 @@ def synth(out_dir: str, seed: int, per_scenario: int) -> None:
               help="Prompts for suite cases without their own (as in `smolsight eval`).")
 @click.option("--resume", is_flag=True, help="Continue from the last epoch checkpoint in ADAPTER_DIR.")
 @model_options
-def finetune(data: str, out: str, eval_suite: str | None, resume: bool, **kwargs) -> None:
+def finetune(data: str, out: str, eval_suite: str | None, eval_max_new_tokens: int | None, resume: bool, **kwargs) -> None:
     """Train a LoRA adapter on DATA (conversations .jsonl or a suite): smolsight finetune DATA -m M -o ADAPTER_DIR"""
     from .finetune import TrainConfig, finetune as train
 
@@ -267,7 +268,8 @@ def finetune(data: str, out: str, eval_suite: str | None, resume: bool, **kwargs
     model, verbose = kwargs.pop("model"), kwargs.pop("verbose")
     runtime = {k: kwargs.pop(k) for k in ("device", "dtype", "attn", "quiet")}
     config = TrainConfig(split=not kwargs.pop("no_split"), **kwargs)
-    result = train(data, model, out, config, eval_suite=eval_suite, resume=resume, progress=not runtime["quiet"], **runtime)
+    result = train(data, model, out, config, eval_suite=eval_suite, eval_max_new_tokens=eval_max_new_tokens, resume=resume,
+                   progress=not runtime["quiet"], **runtime)  # fmt: skip
     if verbose:
         click.echo(" ".join(f"{k}={v}" for k, v in result.runtime.items()), err=True)
     if result.comparison:
