@@ -43,7 +43,7 @@ class TrainConfig:
     refuse to continue a run with different settings."""
 
     rank: int = 16
-    alpha: int = 32
+    alpha: float = 32
     dropout: float = 0.05
     learning_rate: float = 2e-4
     epochs: int = 3
@@ -99,14 +99,12 @@ class FinetuneResult:
 
 
 def load_training_engine(model: str, device: str | None, dtype: str | None, attn: str | None, qlora: bool, quiet: bool):
-    """An Engine whose model will be trained: float32 on CPU, bfloat16 on CUDA unless told, and
-    without inference fast paths (their int8 copies of layers are not trainable)."""
-    from .engine import Engine, choose_runtime
+    """An Engine whose model will be trained (device and dtype chosen as for inference), without
+    inference fast paths: their int8 copies of layers are not trainable."""
+    from .engine import Engine
 
     if qlora:
         return quantized_engine(model, attn, quiet)
-    device = choose_runtime(device, None, attn)[0]
-    dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     return Engine.load(model, device=device, dtype=dtype, attn=attn, quiet=quiet, fast="none")
 
 
@@ -261,13 +259,15 @@ def finetune(
     dtype: str | None = None,
     attn: str | None = None,
     eval_suite: str | Path | None = None,
+    eval_max_new_tokens: int | None = None,
     resume: bool = False,
     progress: bool = True,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> FinetuneResult:
     """Train a LoRA adapter on DATA into OUT_DIR; evaluate before and after when there is an
-    evaluation set (a held-out `config.eval_split`, or `eval_suite`)."""
+    evaluation set (a held-out `config.eval_split`, or `eval_suite`), answering with the default
+    preset, capped at `eval_max_new_tokens` when given."""
     say = log or (lambda message: None if quiet else print(message, file=sys.stderr, flush=True))
     out = Path(out_dir)
     if eval_suite is not None and config.eval_split is not None:
@@ -283,7 +283,9 @@ def finetune(
     say(f"{len(train)} training examples from {dataset.source}" + (f", {len(suite)} evaluation cases" if suite else ""))
 
     engine = load_training_engine(model, device, dtype, attn, config.qlora, quiet)
-    before = evaluate(engine, suite, config, out / "eval" / "before", "before", progress) if suite else None
+    limits = {"max_new_tokens": eval_max_new_tokens}
+    before = evaluate(engine, suite, config, limits, out / "eval" / "before", "before", progress) if suite else None
+    torch.manual_seed(config.seed)  # LoRA's initial weights
     peft_model = add_lora(engine.model, config, start_from)
     say(trainable_summary(peft_model))
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=0.0)
@@ -304,7 +306,7 @@ def finetune(
     comparison = ""
     if suite:
         engine.vision_cache.clear()  # a trained connector or encoder changes image features
-        after = evaluate(engine, suite, config, out / "eval" / "after", f"after ({out.name})", progress)
+        after = evaluate(engine, suite, config, limits, out / "eval" / "after", f"after ({out.name})", progress)
         comparison = compare(before, after, out / "eval")
     return FinetuneResult(out, history["epoch_losses"], step_losses, comparison, dataset.skipped, engine.runtime)
 
@@ -343,7 +345,7 @@ def evaluation_set(held: list[Example], eval_suite: str | Path | None, source: P
     return None
 
 
-def evaluate(engine, suite, config: TrainConfig, out_dir: Path, label: str, progress: bool):
+def evaluate(engine, suite, config: TrainConfig, limits: dict, out_dir: Path, label: str, progress: bool):
     """Run the suite with the training's processing settings; keep an earlier `before` run
     when resuming, since the base model has not changed."""
     from .evaluate import load_run, run_suite, write_run
@@ -351,7 +353,7 @@ def evaluate(engine, suite, config: TrainConfig, out_dir: Path, label: str, prog
     if label == "before" and (out_dir / "results.json").is_file():
         return load_run(out_dir)
     run = run_suite(engine, suite, prompt_style=config.prompt_style, progress=progress, adapter_label=label,
-                    batch_size=config.batch_size, **config.settings)  # fmt: skip
+                    batch_size=config.batch_size, **limits, **config.settings)  # fmt: skip
     write_run(run, out_dir)
     return run
 
