@@ -196,7 +196,7 @@ class ChatCompletionRequest(Strict):
             raise SmolsightError(f"max_tokens {asked} is over this server's limit of {limit}")
         return asked
 
-    def user_parts(self) -> list:
+    def user_parts(self) -> list[TextPart | ImagePart | VideoPart]:
         return [p for m in self.messages if isinstance(m, UserMessage) and isinstance(m.content, list) for p in m.content]
 
 
