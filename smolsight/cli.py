@@ -289,3 +289,31 @@ def merge_adapter_command(model: str, adapter: str, out: str, dtype: str | None,
     from .finetune import merge_adapter
 
     click.echo(merge_adapter(model, adapter, out, dtype, quiet))
+
+
+def without_preset(command: click.Command) -> click.Command:
+    """Drop `generation_options`' --preset: compare-presets picks its columns with --presets instead."""
+    command.params = [param for param in command.params if param.name != "preset"]
+    return command
+
+
+@without_preset
+@main.command("compare-presets")
+@click.argument("args", nargs=-1, required=True)
+@model_options
+@generation_options
+@click.option("--presets", "columns", default="seed,guard-only,precise", show_default=True,
+              help="Comma-separated columns: seed, guard-only (seed + loop guard), precise, creative.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+def compare_presets(args: tuple[str, ...], columns: str, as_json: bool, **kwargs) -> None:
+    """Answer MEDIA... PROMPT under several presets; print tokens, time, finish reason and repetition
+    metrics side by side. Knobs given (e.g. --max-new-tokens) apply to every column."""
+    from .compare import compare, format_table, plan, to_json
+
+    *media, prompt = args
+    kwargs["preset"] = None
+    _, knobs, settings = split_generation(kwargs)
+    planned = plan(columns, knobs)
+    engine = load_engine(kwargs)
+    results = compare(engine, engine.request(list(media), prompt, **settings), planned)
+    click.echo(json.dumps(to_json(results), ensure_ascii=False) if as_json else format_table(results))
