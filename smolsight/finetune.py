@@ -20,6 +20,7 @@ import json
 import math
 import random
 import sys
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -140,14 +141,17 @@ def add_lora(network, config: TrainConfig, resume_from: Path | None):
     return the PeftModel that saves them; trainable weights are kept in float32."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    if resume_from is not None:
-        peft_model = PeftModel.from_pretrained(network, str(resume_from), is_trainable=True)
-    else:
-        lora = LoraConfig(
-            r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=TEXT_TARGETS,
-            modules_to_save=config.modules_to_save() or None, task_type=None,
-        )  # fmt: skip
-        peft_model = get_peft_model(network, lora)
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`; nothing to act on.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        if resume_from is not None:
+            peft_model = PeftModel.from_pretrained(network, str(resume_from), is_trainable=True)
+        else:
+            lora = LoraConfig(
+                r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=TEXT_TARGETS,
+                modules_to_save=config.modules_to_save() or None, task_type=None,
+            )  # fmt: skip
+            peft_model = get_peft_model(network, lora)
     for parameter in peft_model.parameters():
         if parameter.requires_grad:
             parameter.data = parameter.data.float()
@@ -171,11 +175,14 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def save_checkpoint(out_dir: Path, epoch: int, peft_model, optimizer, config: TrainConfig, history: dict) -> Path:
-    """Adapter, optimizer state and losses after `epoch`; the trainer state is written last so a
-    checkpoint cut short by an interruption is never taken for a complete one."""
+    """The adapter after `epoch`, and the trainer state (optimizer, losses, settings) that resuming
+    needs. The trainer state is written last, so a checkpoint cut short by an interruption is never
+    taken for a complete one, and only the newest keeps it: optimizer state is twice the size of
+    what it trains, while earlier adapters stay small enough to keep for picking an epoch."""
     path = out_dir / CHECKPOINTS / f"epoch-{epoch}"
     peft_model.save_pretrained(str(path))
     torch.save({"epoch": epoch, "optimizer": optimizer.state_dict(), "config": asdict(config), "history": history}, path / TRAINER_STATE)
+    (out_dir / CHECKPOINTS / f"epoch-{epoch - 1}" / TRAINER_STATE).unlink(missing_ok=True)
     return path
 
 

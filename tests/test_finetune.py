@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from smolsight.dataset import IGNORE, DataError, collate, encode, load_examples
 from smolsight.engine import Engine
 from smolsight.errors import SmolsightError
-from smolsight.finetune import TrainConfig, add_lora, finetune, latest_checkpoint
+from smolsight.finetune import TRAINER_STATE, TrainConfig, add_lora, finetune, latest_checkpoint
 
 QUESTION = "How many dots? Answer with a number only."  # the short style's own wording, so eval sends it as is
 # Settings under which the tiny random model memorises 20 pictures in a few seconds of CPU.
@@ -228,7 +228,9 @@ def test_training_learns_the_counts(trained, dots):
     assert [c.answer for c in after.cases] == [str(n) for n in range(1, 21)]
     assert "20/20 100%" in trained.comparison
     assert (trained.adapter_dir / "eval" / "compare.html").is_file() and (trained.adapter_dir / "eval" / "compare.json").is_file()
-    assert latest_checkpoint(trained.adapter_dir).name == "epoch-30"
+    checkpoints = sorted((trained.adapter_dir / "checkpoints").iterdir())
+    assert len(checkpoints) == 30 and all((c / "adapter_model.safetensors").is_file() for c in checkpoints)
+    assert [c.name for c in checkpoints if (c / TRAINER_STATE).is_file()] == ["epoch-30"] == [latest_checkpoint(trained.adapter_dir).name]
     assert json.loads((trained.adapter_dir / "training.json").read_text())["epoch_losses"] == losses
 
 
