@@ -270,35 +270,26 @@ def finetune(
     resume: bool = False,
     progress: bool = True,
     quiet: bool = False,
-    log: Callable[[str], None] | None = None,
 ) -> FinetuneResult:
     """Train a LoRA adapter on DATA into OUT_DIR; evaluate before and after when there is an
     evaluation set (a held-out `config.eval_split`, or `eval_suite`), answering with the default
     preset, capped at `eval_max_new_tokens` when given."""
-    say = log or (lambda message: None if quiet else print(message, file=sys.stderr, flush=True))
+    say = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     out = Path(out_dir)
-    if eval_suite is not None and config.eval_split is not None:
-        raise SmolsightError("give either --eval-split or --eval-suite, not both")
-    dataset = load_examples(data, config.prompt_style)
-    for line in dataset.skipped:
-        say(f"skipped {line}")
-    train, held = split_examples(dataset.examples, config.eval_split, config.seed) if config.eval_split else (dataset.examples, [])
-    suite = evaluation_set(held, eval_suite, dataset.source)
-    start_from, history = resume_point(out, config, resume)
-    if not resume and latest_checkpoint(out) is not None:
-        raise SmolsightError(f"{out} already holds checkpoints; pass --resume to continue that run, or choose a new --out")
-    say(f"{len(train)} training examples from {dataset.source}" + (f", {len(suite)} evaluation cases" if suite else ""))
+    train, suite, skipped = training_sets(data, config, eval_suite, say)
+    checkpoint, state = resume_point(out, config, resume)
+    history = state["history"] if state else {"epoch_losses": []}
 
     engine = load_training_engine(model, device, dtype, attn, config.qlora, quiet)
     limits = {"max_new_tokens": eval_max_new_tokens}
     before = evaluate(engine, suite, config, limits, out / "eval" / "before", "before", progress) if suite else None
     torch.manual_seed(config.seed)  # LoRA's initial weights
-    peft_model = add_lora(engine.model, config, start_from)
+    peft_model = add_lora(engine.model, config, checkpoint)
     say(trainable_summary(peft_model))
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=0.0)
-    if start_from is not None:
-        optimizer.load_state_dict(torch.load(start_from / TRAINER_STATE, weights_only=False)["optimizer"])
-        say(f"resuming after {start_from.name}")
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        say(f"resuming after {checkpoint.name}")
 
     step_losses = []
     for epoch in range(len(history["epoch_losses"]) + 1, config.epochs + 1):
@@ -315,21 +306,38 @@ def finetune(
         engine.vision_cache.clear()  # a trained connector or encoder changes image features
         after = evaluate(engine, suite, config, limits, out / "eval" / "after", f"after ({out.name})", progress)
         comparison = compare(before, after, out / "eval")
-    return FinetuneResult(out, history["epoch_losses"], step_losses, comparison, dataset.skipped, engine.runtime)
+    return FinetuneResult(out, history["epoch_losses"], step_losses, comparison, skipped, engine.runtime)
 
 
-def resume_point(out: Path, config: TrainConfig, resume: bool) -> tuple[Path | None, dict]:
-    """(checkpoint to continue from, loss history so far); a fresh start has neither."""
-    if not resume:
-        return None, {"epoch_losses": []}
+def training_sets(data: str | Path, config: TrainConfig, eval_suite: str | Path | None, say: Callable[[str], None]):
+    """(training examples, evaluation suite or None, skipped suite cases), checked before any
+    model is loaded."""
+    if eval_suite is not None and config.eval_split is not None:
+        raise SmolsightError("give either --eval-split or --eval-suite, not both")
+    dataset = load_examples(data, config.prompt_style)
+    for line in dataset.skipped:
+        say(f"skipped {line}")
+    train, held = split_examples(dataset.examples, config.eval_split, config.seed) if config.eval_split else (dataset.examples, [])
+    suite = evaluation_set(held, eval_suite, dataset.source)
+    say(f"{len(train)} training examples from {dataset.source}" + (f", {len(suite)} evaluation cases" if suite else ""))
+    return train, suite, dataset.skipped
+
+
+def resume_point(out: Path, config: TrainConfig, resume: bool) -> tuple[Path | None, dict | None]:
+    """(checkpoint to continue from, its trainer state); a fresh start has neither, and must not
+    mix its checkpoints with an earlier run's."""
     checkpoint = latest_checkpoint(out)
+    if not resume:
+        if checkpoint is not None:
+            raise SmolsightError(f"{out} already holds checkpoints; pass --resume to continue that run, or choose a new --out")
+        return None, None
     if checkpoint is None:
         raise SmolsightError(f"--resume: no epoch checkpoint in {out / CHECKPOINTS}; start without --resume")
-    state = torch.load(checkpoint / TRAINER_STATE, weights_only=False)
+    state = torch.load(checkpoint / TRAINER_STATE, weights_only=True)
     check_resumable(state["config"], config)
     if state["epoch"] >= config.epochs:
         raise SmolsightError(f"--resume: {checkpoint.name} already completes {config.epochs} epoch(s); ask for more with --epochs")
-    return checkpoint, state["history"]
+    return checkpoint, state
 
 
 def write_log(out: Path, data, model: str, config: TrainConfig, history: dict) -> None:
