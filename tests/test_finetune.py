@@ -286,6 +286,12 @@ def test_resume_continues_exactly_where_it_stopped(dots, tiny_checkpoint, tmp_pa
         run("fresh", 2, resume=True)
 
 
+def test_gradient_accumulation_steps_once_per_group_of_batches(dots, tiny_checkpoint, tmp_path):
+    config = TrainConfig(epochs=1, **{**FAST, "grad_accum": 2})  # 20 examples: 5 batches of 4, so steps after 2, 4 and 5
+    result = finetune(dots / "data.jsonl", tiny_checkpoint, tmp_path / "a", config, device="cpu", dtype="float32", progress=False, quiet=True)
+    assert len(result.step_losses) == 3
+
+
 def test_held_out_split_is_evaluated_before_and_after(dots, tiny_checkpoint, tmp_path):
     from smolsight.evaluate import load_run
 
