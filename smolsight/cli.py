@@ -291,6 +291,30 @@ def merge_adapter_command(model: str, adapter: str, out: str, dtype: str | None,
     click.echo(merge_adapter(model, adapter, out, dtype, quiet))
 
 
+@main.command()
+@model_options
+@click.option("--fast", default=None, envvar="SMOLSIGHT_FAST",
+              help="smolsight's fast paths: default, none, or e.g. int8,static_cache,decode_threads=1.")
+@click.option("--image", default=None, help="Image to use [default: a generated 800x600 scene].")
+@click.option("--prompt", default=None, help="Question [default: the field report's].")
+@click.option("--batch", type=int, default=1, show_default=True, help="Answers generated together (distinct images).")
+@click.option("--image-size", type=int, default=None, help="Longest image edge before tiling, for both paths.")
+@click.option("--tokens", type=int, default=64, show_default=True, help="Forced answer length (min = max new tokens).")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Interleaved timed runs of each path.")
+@click.option("-o", "--out", default="bench.json", show_default=True, help="JSON report file.")
+def bench(**kwargs) -> None:
+    """Time the seed's code path against smolsight's on the same inputs, in one process."""
+    from .bench import DEFAULT_PROMPT, format_report, run_bench, write_report
+
+    out, verbose = kwargs.pop("out"), kwargs.pop("verbose")
+    report = run_bench(prompt=kwargs.pop("prompt") or DEFAULT_PROMPT, **kwargs)
+    write_report(report, out)
+    if verbose:
+        click.echo(json.dumps(report["machine"]), err=True)
+    click.echo(format_report(report))
+    click.echo(f"JSON report: {out}", err=True)
+
+
 def without_preset(command: click.Command) -> click.Command:
     """Drop `generation_options`' --preset: compare-presets picks its columns with --presets instead."""
     command.params = [param for param in command.params if param.name != "preset"]

@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import DynamicCache
 
-from . import decoding
+from . import decoding, fastpaths
 from .errors import MediaError, ModelNotFoundError, SmolsightError
+from .fastpaths import FastPaths
 from .media import DEFAULT_MAX_PIXELS, MediaInput, Video, is_video, load_image, load_video
 from .options import GenerationOptions, resolve_options
 from .prompts import Message, chat_text, images_of, validate, video_of
@@ -151,18 +151,20 @@ def log(message: str, quiet: bool) -> None:
 
 
 class Engine:
-    def __init__(self, model, processor, name: str, device: str, dtype: str, attn: str) -> None:
+    def __init__(self, model, processor, name: str, device: str, dtype: str, attn: str, fast: FastPaths = FastPaths()) -> None:
         self.model = model
         self.processor = processor
         self.name = name
         self.device = device
         self.dtype = dtype
         self.attn = attn
+        self.fast = fast
         self.tokenizer = processor.tokenizer
         eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.step = fastpaths.decode_step(model, fast)  # the model's forward, compiled if asked
 
     @classmethod
     def load(
@@ -173,16 +175,21 @@ class Engine:
         attn: str | None = None,
         adapter: str | None = None,
         quiet: bool = False,
+        fast: FastPaths | str | None = None,
     ) -> "Engine":
+        """`fast`: the speed-ups to apply (a `FastPaths`, or a spec like 'int8,static_cache' or 'none');
+        None takes what measured as a win on the device (see smolsight.fastpaths)."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
         from transformers.utils import logging as hf_logging
 
         source = resolve_model(model)
         device, dtype, attn = choose_runtime(device, dtype, attn)
+        if not isinstance(fast, FastPaths):
+            fast = fastpaths.parse_fast_paths(fast, device)
         if quiet:
             hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-        log(f"Loading {source} on {device} ({dtype}, {attn})…", quiet)
+        log(f"Loading {source} on {device} ({dtype}, {attn}; fast paths: {', '.join(fast.names()) or 'none'})…", quiet)
         if not Path(source).exists():
             ensure_hub_reachable(source)
         try:
@@ -194,8 +201,9 @@ class Engine:
         if adapter:
             network = attach_adapter(network, adapter)
         network.to(device).eval()
+        fastpaths.apply(network, fast, device, dtype)
         processor.tokenizer.padding_side = "left"
-        return cls(network, processor, model, device, dtype, attn)
+        return cls(network, processor, model, device, dtype, attn, fast)
 
     @property
     def runtime(self) -> dict:
@@ -299,8 +307,15 @@ class Engine:
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         rows = [RowState(r, requests[r].options, lengths[r]) for r in range(batch)]
         choosers = self.choosers(rows, prompt_ids)
-        cache = DynamicCache(config=self.model.config.text_config)
+        new_tokens = max(row.options.max_new_tokens for row in rows)
+        cache, mask = fastpaths.make_cache(self.model.config.text_config, self.fast.static_cache, attention, new_tokens)
         output = self.model(inputs_embeds=embeds, attention_mask=attention, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+        with fastpaths.thread_count(self.fast.decode_threads):
+            yield from self.steps(rows, choosers, output, mask, positions, cache, start, cancelled)
+
+    def steps(self, rows, choosers, output, mask: "fastpaths.DecodeMask", positions, cache, start, cancelled) -> Iterator[Chunk | Result]:
+        """Choose a token per row, report it, stop rows that are done, run the next decode step."""
+        batch = len(rows)
         ttft = None
         while True:
             logits = output.logits[:, -1, :].float()
@@ -324,9 +339,8 @@ class Engine:
             if all(row.done for row in rows):
                 return
             step = torch.tensor([[self.pad_id if row.done else t] for row, t in zip(rows, tokens.tolist())], device=self.device)
-            attention = torch.cat([attention, torch.ones(batch, 1, dtype=torch.long, device=self.device)], dim=1)
             positions = positions[:, -1:] + 1
-            output = self.model(input_ids=step, attention_mask=attention, position_ids=positions, cache=cache, use_cache=True)
+            output = self.step(input_ids=step, attention_mask=mask.advance(), position_ids=positions, cache=cache, use_cache=True)
 
     def choosers(self, rows: list["RowState"], prompt_ids: torch.Tensor) -> list[tuple[list[int], decoding.TokenChooser]]:
         """One token chooser per distinct set of options, over the rows that share it."""

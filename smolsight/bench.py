@@ -1,0 +1,407 @@
+"""`smolsight bench`: the seed's code path against smolsight's engine, in one process, on the same inputs.
+
+Shared machines are noisy (the same run has measured 18 s one time and 31 s another), so only
+ratios measured side by side mean anything: both paths are loaded in one process, run on the
+same image and prompt with the same forced output length (min = max new tokens), interleaved
+(the order alternates every repeat), and summarised by medians. The engine's vision cache is
+cleared before every smolsight run, so both paths pay for the vision encoder every time.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from .engine import Engine, resolve_model
+from .errors import SmolsightError
+from .fastpaths import Int8DecodeLinear
+from .media import load_image
+
+DEFAULT_PROMPT = "请描述这张图像？"  # the field report's question
+SEED = "seed path"
+SMOLSIGHT = "smolsight"
+
+
+@dataclass
+class Run:
+    """One timed answer (or batch of answers) of one path."""
+
+    ttft_s: float
+    total_s: float
+    output_tokens: int
+    input_tokens: int
+    peak_extra_gb: float  # memory above what was in use when the run began (activations, KV cache)
+
+    def decode_tokens_per_s(self) -> float:
+        decode = self.total_s - self.ttft_s
+        return (self.output_tokens - 1) / decode if self.output_tokens > 1 and decode > 0 else 0.0
+
+
+@dataclass
+class PathReport:
+    name: str
+    setup: str
+    load_s: float
+    weights_gb: float
+    runs: list[Run] = field(default_factory=list)
+
+    def summary(self, batch: int) -> dict:
+        """Medians over the repeats: the figures the table and the ratios use."""
+        median = statistics.median
+        total = median([r.total_s for r in self.runs])
+        return {
+            "load_s": round(self.load_s, 2),
+            "ttft_s": round(median([r.ttft_s for r in self.runs]), 3),
+            "decode_tokens_per_s": round(median([r.decode_tokens_per_s() for r in self.runs]), 2),
+            "end_to_end_s": round(total, 3),
+            "images_per_s": round(batch / total, 4),
+            "weights_gb": round(self.weights_gb, 3),
+            "peak_extra_gb": round(median([r.peak_extra_gb for r in self.runs]), 3),
+            "input_tokens": self.runs[0].input_tokens,
+            "output_tokens": self.runs[0].output_tokens,
+        }
+
+
+@dataclass
+class Inputs:
+    """One distinct image per row of the batch, so neither path can reuse one row's vision work for another."""
+
+    images: list[Image.Image]
+    prompt: str
+    tokens: int
+    image_size: int | None
+
+    @property
+    def batch(self) -> int:
+        return len(self.images)
+
+
+def distinct_copies(image: Image.Image, count: int) -> list[Image.Image]:
+    """`count` copies that differ in one pixel each: the same cost, different content."""
+    copies = []
+    for index in range(count):
+        copy = image.copy()
+        copy.putpixel((index % image.width, index // image.width), (index * 37 % 256, 0, 255))
+        copies.append(copy)
+    return copies
+
+
+class SeedPath:
+    """The field report's code: AutoProcessor + AutoModelForImageTextToText, bfloat16, eager attention,
+    apply_chat_template(tokenize=True, return_dict=True), generate(do_sample=False), batch_decode."""
+
+    setup = "transformers generate, bfloat16, eager attention"
+
+    def __init__(self, source: str, device: str) -> None:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.device = device
+        self.processor = AutoProcessor.from_pretrained(source)
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            source, dtype=torch.bfloat16, _attn_implementation="eager"
+        ).to(device)
+        self.processor.tokenizer.padding_side = "left"
+
+    def answer(self, inputs: Inputs, tokens: int) -> tuple[float, int, int]:
+        """(seconds to the first new token, input tokens, new tokens) for one batch of answers."""
+        start = time.perf_counter()
+        conversations = [
+            [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": inputs.prompt}]}]
+            for image in inputs.images
+        ]
+        processor_kwargs = {"padding": True}
+        if inputs.image_size:
+            processor_kwargs["size"] = {"longest_edge": inputs.image_size}
+        model_inputs = self.processor.apply_chat_template(
+            conversations, add_generation_prompt=True, tokenize=True, return_dict=True,
+            return_tensors="pt", processor_kwargs=processor_kwargs,
+        ).to(self.model.device, dtype=torch.bfloat16)  # fmt: skip
+        first = FirstToken(start)
+        generated = self.model.generate(
+            **model_inputs, do_sample=False, max_new_tokens=tokens, min_new_tokens=tokens, streamer=first
+        )
+        prompt_length = model_inputs["input_ids"].shape[1]
+        self.processor.batch_decode(generated[:, prompt_length:], skip_special_tokens=True)
+        return first.seconds, prompt_length, generated.shape[1] - prompt_length
+
+
+class FirstToken:
+    """A generate() streamer that notes when the first new token arrives (its first call is the prompt)."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.calls = 0
+        self.seconds = 0.0
+
+    def put(self, value) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            self.seconds = time.perf_counter() - self.start
+
+    def end(self) -> None:
+        pass
+
+
+class SmolsightPath:
+    """The engine with its defaults (or the fast paths asked for), greedy, loop guard off so that the
+    output length is forced to the same count as the seed path's."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.model = engine.model
+        fast = ", ".join(engine.fast.names()) or "none"
+        self.setup = f"smolsight engine, {engine.dtype}, {engine.attn} attention, fast paths: {fast}"
+
+    def answer(self, inputs: Inputs, tokens: int) -> tuple[float, int, int]:
+        start = time.perf_counter()
+        self.engine.vision_cache.clear()
+        requests = [
+            self.engine.request(
+                image, inputs.prompt, max_new_tokens=tokens, min_new_tokens=tokens, loop_guard=False,
+                image_size=inputs.image_size,
+            )  # fmt: skip
+            for image in inputs.images
+        ]
+        before_stream = time.perf_counter() - start
+        results = self.engine.ask_batch(requests)
+        return before_stream + results[0].ttft_s, results[0].input_tokens, min(r.output_tokens for r in results)
+
+
+def timed_run(path, inputs: Inputs, tokens: int, device: str) -> Run:
+    with peak_memory(device) as peak:
+        start = time.perf_counter()
+        ttft, input_tokens, output_tokens = path.answer(inputs, tokens)
+        total = time.perf_counter() - start
+    if output_tokens != tokens:
+        raise SmolsightError(f"{path.setup}: generated {output_tokens} tokens instead of the forced {tokens}")
+    return Run(ttft, total, output_tokens, input_tokens, peak())
+
+
+@contextmanager
+def peak_memory(device: str) -> Iterator[Callable[[], float]]:
+    """Peak memory above the level at the start, in GB: CUDA's allocator counters, or on CPU the
+    process's resident size sampled every 5 ms (both paths share one process, so only the growth
+    during a run belongs to that run)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        yield lambda: (torch.cuda.max_memory_allocated() - base) / 1e9
+        return
+    base = resident_bytes()
+    highest = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            highest[0] = max(highest[0], resident_bytes())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield lambda: (highest[0] - base) / 1e9
+    finally:
+        done.set()
+        sampler.join()
+        highest[0] = max(highest[0], resident_bytes())
+
+
+def resident_bytes() -> int:
+    import resource
+
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * resource.getpagesize()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def weights_gb(model: torch.nn.Module) -> float:
+    """Bytes of parameters and buffers, plus int8 copies held outside them (the int8 fast path)."""
+    total = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    total += sum(m.int8_bytes() for m in model.modules() if isinstance(m, Int8DecodeLinear))
+    return total / 1e9
+
+
+def bench_image() -> Image.Image:
+    """A deterministic 800×600 scene (13 tiles with tiling on, as in the baselines)."""
+    image = Image.new("RGB", (800, 600), (90, 140, 200))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([0, 420, 800, 600], fill=(70, 120, 60))
+    draw.rectangle([180, 250, 420, 460], fill=(200, 60, 40))
+    draw.polygon([(160, 250), (300, 150), (440, 250)], fill=(120, 40, 30))
+    draw.ellipse([600, 60, 720, 180], fill=(250, 230, 90))
+    draw.line([(0, 520), (800, 470)], fill=(40, 40, 40), width=18)
+    return image
+
+
+def progress(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def run_bench(
+    model: str,
+    device: str | None,
+    dtype: str | None,
+    attn: str | None,
+    adapter: str | None,
+    fast: str | None,
+    image: str | None,
+    prompt: str,
+    batch: int,
+    tokens: int,
+    image_size: int | None,
+    repeats: int,
+    quiet: bool = False,
+) -> dict:
+    """Load both paths, warm each up, run them interleaved `repeats` times; return the report."""
+    if batch < 1 or tokens < 2 or repeats < 1:
+        raise SmolsightError("--batch and --repeats must be at least 1 and --tokens at least 2")
+    source = resolve_model(model)
+    picture = load_image(image) if image else bench_image()
+    inputs = Inputs(distinct_copies(picture, batch), prompt, tokens, image_size)
+    read_files(source)
+    progress("Loading the seed path…", quiet)
+    start = time.perf_counter()
+    seed = SeedPath(source, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    seed_load = time.perf_counter() - start
+    progress("Loading smolsight…", quiet)
+    start = time.perf_counter()
+    engine = Engine.load(model, device, dtype, attn, adapter, quiet=True, fast=fast)
+    smol = SmolsightPath(engine)
+    reports = {
+        SEED: (seed, PathReport(SEED, seed.setup, seed_load, weights_gb(seed.model))),
+        SMOLSIGHT: (smol, PathReport(SMOLSIGHT, smol.setup, time.perf_counter() - start, weights_gb(engine.model))),
+    }
+    for name, (path, _) in reports.items():
+        progress(f"Warming up {name} (2 tokens)…", quiet)
+        path.answer(inputs, 2)
+    for repeat in range(repeats):
+        order = list(reports) if repeat % 2 == 0 else list(reversed(reports))
+        for name in order:
+            path, report = reports[name]
+            run = timed_run(path, inputs, tokens, engine.device)
+            report.runs.append(run)
+            progress(f"[{repeat + 1}/{repeats}] {name}: first token {run.ttft_s:.2f} s, "
+                     f"{run.decode_tokens_per_s():.1f} tokens/s, {run.total_s:.2f} s end to end", quiet)  # fmt: skip
+    return make_report(inputs, engine, [report for _, report in reports.values()], repeats)
+
+
+def read_files(source: str) -> None:
+    """Read the checkpoint once so neither path's load time includes the first read from disk."""
+    path = Path(source)
+    if path.is_dir():
+        for item in path.iterdir():
+            if item.is_file():
+                with item.open("rb") as handle:
+                    while handle.read(1 << 24):
+                        pass
+
+
+def make_report(inputs: Inputs, engine: Engine, reports: list[PathReport], repeats: int) -> dict:
+    seed, smol = (report.summary(inputs.batch) for report in reports)
+    faster = lambda key: round(seed[key] / smol[key], 2) if smol[key] else None  # noqa: E731
+    return {
+        "date": date.today().isoformat(),
+        "machine": machine(engine.device),
+        "inputs": {
+            "image": f"{inputs.images[0].width}x{inputs.images[0].height}",
+            "prompt": inputs.prompt,
+            "batch": inputs.batch,
+            "tokens": inputs.tokens,
+            "image_size": inputs.image_size,
+            "repeats": repeats,
+            "model": engine.name,
+        },
+        "paths": {report.name: {"setup": report.setup, **summary, "runs": [asdict(r) for r in report.runs]}
+                  for report, summary in zip(reports, (seed, smol))},  # fmt: skip
+        "speedup": {
+            "load": faster("load_s"),
+            "ttft": faster("ttft_s"),
+            "decode": round(smol["decode_tokens_per_s"] / seed["decode_tokens_per_s"], 2) if seed["decode_tokens_per_s"] else None,
+            "end_to_end": faster("end_to_end_s"),
+            "images_per_s": round(smol["images_per_s"] / seed["images_per_s"], 2),
+        },
+    }
+
+
+def machine(device: str) -> dict:
+    import os
+
+    import transformers
+
+    info = {
+        "device": device,
+        "cpu": cpu_name(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+ROWS = [
+    ("load (s)", "load_s", "{:.2f}"),
+    ("time to first token (s)", "ttft_s", "{:.2f}"),
+    ("decode (tokens/s per answer)", "decode_tokens_per_s", "{:.1f}"),
+    ("end to end (s per batch)", "end_to_end_s", "{:.2f}"),
+    ("images/s", "images_per_s", "{:.3f}"),
+    ("weights (GB)", "weights_gb", "{:.2f}"),
+    ("peak memory during a run (+GB)", "peak_extra_gb", "{:.2f}"),
+]
+SPEEDUP_OF = {"load_s": "load", "ttft_s": "ttft", "decode_tokens_per_s": "decode", "end_to_end_s": "end_to_end", "images_per_s": "images_per_s"}
+
+
+def format_report(report: dict) -> str:
+    """The table, then the headline ratio."""
+    seed, smol = report["paths"][SEED], report["paths"][SMOLSIGHT]
+    inputs = report["inputs"]
+    lines = [
+        f"{inputs['model']} on {report['machine']['device']} ({report['machine']['cpu']}), image {inputs['image']}, "
+        f"{seed['input_tokens']} input tokens, {inputs['tokens']} new tokens, batch {inputs['batch']}, "
+        f"medians of {inputs['repeats']}",
+        f"  seed path: {seed['setup']}",
+        f"  smolsight: {smol['setup']}",
+        "",
+        f"{'':32}{'seed path':>12}{'smolsight':>12}{'smolsight/seed':>16}",
+    ]
+    for label, key, fmt in ROWS:
+        ratio = report["speedup"].get(SPEEDUP_OF.get(key, ""))
+        shown = f"{ratio:.2f}x faster" if ratio else ""
+        lines.append(f"{label:32}{fmt.format(seed[key]):>12}{fmt.format(smol[key]):>12}{shown:>16}")
+    speedup = report["speedup"]
+    lines += ["", f"smolsight/seed: {speedup['end_to_end']:.2f}x faster end to end, {speedup['ttft']:.2f}x to the first token, "
+                  f"{speedup['decode']:.2f}x decode"]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_report(report: dict, path: str) -> None:
+    Path(path).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,200 @@
+"""Runtime speed-ups for the engine, each one selectable, and on by default only where it measured a win.
+
+On CPU the seed's code path spends most of an answer on prefill (13 SigLIP tiles, then the
+decoder over ~905 tokens) and the rest on decode steps, each of which reads every decoder weight
+once. The fast paths change the one model and the engine's one decode loop; there is no second
+inference path. docs/performance.md has the measurements behind every default.
+
+- int8: decode steps go through int8 copies of the language model's Linear layers and LM head
+  (torch's own dynamic quantisation, per output channel): a quarter of float32's bytes per token,
+  and fbgemm's int8 kernels beat bf16 matrix-vector products on CPU. Prefill (compute-bound,
+  where bf16 on AMX beats int8) keeps the original weights. CPU only.
+- decode_threads: intra-op threads during decode steps. Each step is hundreds of tiny parallel
+  regions; on a shared machine a second thread that spins waiting for a busy core costs far more
+  than it adds, so the CPU default decodes on one thread (prefill keeps them all).
+- static_cache: a preallocated KV cache written in place (no growing concatenation).
+- compile: the decode step through torch.compile; on CUDA with CUDA graphs ('reduce-overhead'),
+  which is what a static cache is for there.
+- threads: intra-op thread count for everything (None keeps torch's choice, one per core).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import nn
+
+from .errors import SmolsightError
+
+STATIC_CACHE_STEP = 256
+
+
+@dataclass(frozen=True)
+class FastPaths:
+    """Which speed-ups an engine uses; all off by default here (`default_fast_paths` picks per device)."""
+
+    int8: bool = False
+    static_cache: bool = False
+    compile: bool = False
+    threads: int | None = None
+    decode_threads: int | None = None
+
+    def names(self) -> list[str]:
+        """The switches that are on, for logs and benchmark reports."""
+        on = [f.name for f in fields(self) if f.type == "bool" and getattr(self, f.name)]
+        counts = [f"{f.name}={getattr(self, f.name)}" for f in fields(self) if f.type != "bool" and getattr(self, f.name)]
+        return on + counts
+
+
+def default_fast_paths(device: str) -> FastPaths:
+    """What measured as a win on each kind of device (docs/performance.md)."""
+    if device.startswith("cuda"):
+        return FastPaths(static_cache=True, compile=True)
+    return FastPaths(int8=True, decode_threads=1)
+
+
+def parse_fast_paths(spec: str | None, device: str) -> FastPaths:
+    """'default', 'none', or a comma list like 'int8,static_cache,threads=1' (each added to none).
+    None reads $SMOLSIGHT_FAST, so the server and eval can be switched without flags."""
+    spec = spec if spec is not None else os.environ.get("SMOLSIGHT_FAST")
+    if spec is None or spec.strip() == "default":
+        return default_fast_paths(device)
+    chosen = FastPaths()
+    known = {f.name for f in fields(FastPaths)}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        if item == "none":
+            continue
+        name, _, value = item.partition("=")
+        if name not in known:
+            raise SmolsightError(f"unknown fast path {name!r}; use default, none, or some of {', '.join(sorted(known))}")
+        if name in ("threads", "decode_threads"):
+            if not value.isdigit() or int(value) < 1:
+                raise SmolsightError(f"fast path {name} needs a positive count, e.g. {name}=2, not {item!r}")
+            chosen = replace(chosen, **{name: int(value)})
+        else:
+            chosen = replace(chosen, **{name: True})
+    return chosen
+
+
+def validate(fast: FastPaths, device: str, dtype: str) -> None:
+    if fast.int8 and not device.startswith("cpu"):
+        raise SmolsightError("the int8 fast path is for CPUs (torch's dynamic quantisation has no GPU kernels)")
+    if fast.compile and not fast.static_cache:
+        raise SmolsightError("the compile fast path needs static_cache (compiled decode steps need fixed shapes)")
+
+
+def apply(model: nn.Module, fast: FastPaths, device: str, dtype: str) -> None:
+    """Change the loaded model in place as `fast` asks."""
+    validate(fast, device, dtype)
+    if fast.threads:
+        torch.set_num_threads(fast.threads)
+    if fast.int8:
+        add_int8_decode(model)
+
+
+class Int8DecodeLinear(nn.Module):
+    """A Linear layer that keeps its original weights for prefill and an int8 copy for decode steps.
+
+    A decode step is an input of one new token per row. Dynamic quantisation picks one activation
+    scale per call, so each row goes through on its own: rows of a batch never interact, and a
+    request gets the same tokens alone or batched."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.full = linear
+        self.int8 = quantize_linear(linear)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 3 or x.shape[-2] != 1:
+            return self.full(x)
+        rows = [self.int8(row) for row in x.float().unbind(0)]
+        return torch.stack(rows).to(x.dtype)
+
+    def int8_bytes(self) -> int:
+        """Memory of the int8 copy (held outside the module's parameters)."""
+        return self.int8.weight().numel()
+
+
+def quantize_linear(linear: nn.Linear) -> nn.Module:
+    """torch's dynamic int8 quantisation of one layer, per output channel (closer to the original than
+    one scale per tensor). A float32 copy is quantised, so the original (maybe tied) weight is untouched."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch marks its eager-mode quantisation API as deprecated
+        wrapped = nn.Sequential(copy.deepcopy(linear).float())
+        return quantize_dynamic(wrapped, {nn.Linear: per_channel_dynamic_qconfig})[0]
+
+
+def add_int8_decode(model: nn.Module) -> int:
+    """Give every Linear layer of the language model (and the LM head) an int8 copy for decode steps."""
+    text_model = model.model.text_model
+    targets = [(name, module) for name, module in text_model.named_modules() if isinstance(module, nn.Linear)]
+    for name, module in targets:
+        parent_name, _, child = name.rpartition(".")
+        setattr(text_model.get_submodule(parent_name) if parent_name else text_model, child, Int8DecodeLinear(module))
+    if isinstance(model.lm_head, nn.Linear):
+        model.lm_head = Int8DecodeLinear(model.lm_head)
+        targets.append(("lm_head", model.lm_head))
+    return len(targets)
+
+
+@contextmanager
+def thread_count(count: int | None) -> Iterator[None]:
+    """Run a block with `count` intra-op threads (None: leave as is), then restore the previous count."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class DecodeMask:
+    """The attention mask of the decode steps: the prompt's padding mask, one more column per step.
+
+    It lives in one buffer as long as the cache. With a static cache every step gets the whole
+    buffer (one shape, as compiled steps and CUDA graphs need); with a dynamic cache, the columns so far."""
+
+    def __init__(self, prompt_mask: torch.Tensor, new_tokens: int, whole: bool) -> None:
+        batch, self.length = prompt_mask.shape
+        self.buffer = torch.zeros(batch, cache_length(self.length + new_tokens), dtype=prompt_mask.dtype, device=prompt_mask.device)
+        self.buffer[:, : self.length] = prompt_mask
+        self.whole = whole
+
+    def advance(self) -> torch.Tensor:
+        """The mask for the next step, which adds one token to every row."""
+        self.buffer[:, self.length] = 1
+        self.length += 1
+        return self.buffer if self.whole else self.buffer[:, : self.length]
+
+
+def cache_length(tokens: int) -> int:
+    """Static caches come in multiples of 256 tokens, so compiled steps see few distinct shapes."""
+    return -(-tokens // STATIC_CACHE_STEP) * STATIC_CACHE_STEP
+
+
+def make_cache(config, static: bool, prompt_mask: torch.Tensor, new_tokens: int):
+    """The decode loop's KV cache, growing (dynamic) or preallocated (static), and its `DecodeMask`."""
+    from transformers import DynamicCache, StaticCache
+
+    mask = DecodeMask(prompt_mask, new_tokens, whole=static)
+    if static:
+        return StaticCache(config=config, max_cache_len=mask.buffer.shape[1]), mask
+    return DynamicCache(config=config), mask
+
+
+def decode_step(model: nn.Module, fast: FastPaths):
+    """The callable that runs one decode step: the model's forward, or (compile) a compiled copy,
+    with CUDA graphs on CUDA ('reduce-overhead'). Compilation happens on the first step of each new shape."""
+    if not fast.compile:
+        return model
+    mode = "reduce-overhead" if next(model.parameters()).is_cuda else "default"
+    return torch.compile(model, mode=mode, dynamic=False)

@@ -1,0 +1,172 @@
+"""Fast paths are only worth having if they give the plain path's answers: these tests check that on
+the tiny random-weight checkpoint (greedy, float32), with int8 held to a documented agreement
+threshold instead. No timings are asserted: speed is `smolsight bench`'s job."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import picture
+
+from smolsight.cli import main
+from smolsight.engine import Engine, Request
+from smolsight.errors import SmolsightError
+from smolsight.fastpaths import FastPaths, Int8DecodeLinear, default_fast_paths, parse_fast_paths
+from smolsight.options import resolve_options
+from smolsight.prompts import Message
+
+# Share of leading greedy tokens the int8 path must reproduce, averaged over the requests below
+# (docs/performance.md: 0.58-0.68 measured on the tiny checkpoint, whose random logits have small gaps).
+INT8_AGREEMENT = 0.4
+TOKENS = 24
+
+
+def load(checkpoint: str, fast: str) -> Engine:
+    return Engine.load(checkpoint, device="cpu", dtype="float32", quiet=True, fast=fast)
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_checkpoint) -> Engine:
+    return load(tiny_checkpoint, "none")
+
+
+def requests(preset: str = "seed") -> list[Request]:
+    """Different images and sizes (so rows are padded differently), a text-only question, two presets."""
+    options = resolve_options(preset, max_new_tokens=TOKENS, min_new_tokens=TOKENS if preset == "seed" else 0)
+    return [
+        Request([Message("user", "What is in the picture?", images=[picture(320, 240, seed=1)])], options),
+        Request([Message("user", "Count the vehicles.", images=[picture(200, 300, seed=2)])], options, split=False),
+        Request([Message("user", "Say something about farms and roads.")], options),
+    ]
+
+
+def answers(engine: Engine, batch: list[Request]) -> list[tuple[str, int, str]]:
+    return [(r.raw_text, r.output_tokens, r.finish_reason) for r in engine.ask_batch(batch)]
+
+
+def leading_agreement(reference: str, other: str) -> float:
+    """Share of the reference's words reproduced before the first difference (tokens are words here)."""
+    ref, got = reference.split(), other.split()
+    same = next((i for i, (a, b) in enumerate(zip(ref, got)) if a != b), min(len(ref), len(got)))
+    return same / max(len(ref), 1)
+
+
+@pytest.mark.parametrize("preset", ["seed", "precise"])
+def test_static_cache_gives_the_dynamic_cache_tokens(tiny_checkpoint, plain, preset):
+    static = load(tiny_checkpoint, "static_cache")
+    assert static.fast.static_cache
+    expected = answers(plain, requests(preset))
+    assert answers(static, requests(preset)) == expected
+    assert [answers(static, [r])[0] for r in requests(preset)] == expected
+
+
+def mean_agreement(references: list[tuple], others: list[tuple]) -> float:
+    return sum(leading_agreement(r[0], o[0]) for r, o in zip(references, others)) / len(references)
+
+
+def test_int8_decode_agrees_with_the_plain_path(tiny_checkpoint, plain):
+    int8 = load(tiny_checkpoint, "int8")
+    layers = [m for m in int8.model.modules() if isinstance(m, Int8DecodeLinear)]
+    assert len(layers) == 2 * 7 + 1  # two decoder layers of q, k, v, o, gate, up, down; and the LM head
+    expected = answers(plain, requests())
+    batched = answers(int8, requests())
+    alone = [answers(int8, [r])[0] for r in requests()]
+    assert all(tokens == TOKENS for _, tokens, _ in batched + alone)
+    for got in (batched, alone):
+        agreement = mean_agreement(expected, got)
+        assert agreement >= INT8_AGREEMENT, f"int8 agreed on {agreement:.0%} of leading tokens"
+
+
+def test_int8_keeps_prefill_exact_and_scales_each_row_on_its_own(tiny_checkpoint):
+    int8 = load(tiny_checkpoint, "int8")
+    layer = next(m for m in int8.model.modules() if isinstance(m, Int8DecodeLinear))
+    prompt = torch.randn(2, 7, layer.full.in_features)
+    step = torch.randn(3, 1, layer.full.in_features) * torch.tensor([1.0, 30.0, 0.1])[:, None, None]
+    with torch.inference_mode():
+        assert torch.equal(layer(prompt), layer.full(prompt))
+        decoded = layer(step)
+        exact = layer.full(step)
+        assert not torch.equal(decoded, exact)
+        assert torch.allclose(decoded, exact, atol=0.05 * exact.abs().amax(-1, keepdim=True).max().item())
+        # A row's result does not depend on the other rows (one activation scale would couple them).
+        assert all(torch.equal(decoded[i], layer(step[i : i + 1])[0]) for i in range(3))
+        assert not torch.equal(layer.int8(step.float())[0], decoded[0])
+
+
+def test_repeated_image_skips_the_vision_encoder_and_gives_the_same_answer(plain):
+    calls = []
+    hook = plain.model.model.vision_model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        plain.vision_cache.clear()
+        image = picture(300, 200, seed=5)
+        first = plain.ask(image, "What is here?", "seed", max_new_tokens=12)
+        again = plain.ask(image, "What is here?", "seed", max_new_tokens=12)
+        assert len(calls) == 1 and again.raw_text == first.raw_text
+        plain.vision_cache.clear()
+        fresh = plain.ask(image, "What is here?", "seed", max_new_tokens=12)
+        assert len(calls) == 2 and fresh.raw_text == first.raw_text
+    finally:
+        hook.remove()
+
+
+def test_defaults_are_used_without_flags_and_can_be_switched_off(tiny_checkpoint, monkeypatch):
+    monkeypatch.delenv("SMOLSIGHT_FAST", raising=False)
+    engine = Engine.load(tiny_checkpoint, device="cpu", quiet=True)
+    assert engine.fast == default_fast_paths("cpu")
+    assert any(isinstance(m, Int8DecodeLinear) for m in engine.model.modules()) == engine.fast.int8
+    monkeypatch.setenv("SMOLSIGHT_FAST", "none")
+    engine = Engine.load(tiny_checkpoint, device="cpu", quiet=True)
+    assert engine.fast == FastPaths()
+    assert not any(isinstance(m, Int8DecodeLinear) for m in engine.model.modules())
+
+
+def test_threads_fast_path_sets_torch_threads(tiny_checkpoint):
+    before = torch.get_num_threads()
+    try:
+        load(tiny_checkpoint, "threads=1")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    "spec, problem",
+    [
+        ("turbo", "unknown fast path 'turbo'"),
+        ("threads=0", "positive count"),
+        ("threads=two", "positive count"),
+        ("compile", "needs static_cache"),
+    ],
+)
+def test_bad_fast_path_specs_are_named(tiny_checkpoint, spec, problem):
+    with pytest.raises(SmolsightError, match=problem):
+        load(tiny_checkpoint, spec)
+
+
+def test_fast_path_spec_parsing():
+    assert parse_fast_paths("int8, static_cache,threads=2", "cpu") == FastPaths(int8=True, static_cache=True, threads=2)
+    assert parse_fast_paths("none", "cuda") == FastPaths()
+    assert parse_fast_paths(None, "cuda") == default_fast_paths("cuda")
+
+
+def test_bench_runs_both_paths_on_the_same_inputs(tiny_checkpoint, tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        main, ["bench", "--model", tiny_checkpoint, "--tokens", "3", "--repeats", "1", "--batch", "2", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "smolsight/seed:" in result.output and "time to first token" in result.output
+    report = json.loads(out.read_text())
+    seed, smol = report["paths"]["seed path"], report["paths"]["smolsight"]
+    assert seed["input_tokens"] == smol["input_tokens"] > 100  # same image and prompt, tiles included
+    assert seed["output_tokens"] == smol["output_tokens"] == 3
+    assert len(seed["runs"]) == len(smol["runs"]) == 1
+    assert report["speedup"]["end_to_end"] == pytest.approx(seed["end_to_end_s"] / smol["end_to_end_s"], rel=0.01)
+
+
+def test_bench_rejects_bad_arguments(tiny_checkpoint):
+    result = CliRunner().invoke(main, ["bench", "--model", tiny_checkpoint, "--tokens", "1"])
+    assert result.exit_code == 1 and "--tokens at least 2" in result.output
