@@ -24,7 +24,6 @@ COLUMNS: dict[str, tuple[str, dict]] = {
     "guard-only": ("seed", {"loop_guard": True}),
     **{name: (name, {}) for name in PRESETS if name != "seed"},
 }
-DEFAULT_COLUMNS = "seed,guard-only,precise"
 METRIC_ROWS = (
     "looped", "distinct_1", "distinct_2", "distinct_3", "distinct_4",
     "repeated_ngram_ratio", "longest_repeat_share", "repeated_clause_share",
