@@ -26,7 +26,7 @@ class LoopHit:
 class LoopGuard:
     """Detects a verbatim repeated unit at the tail of one token stream."""
 
-    def __init__(self, repeats: int = 4, window: int = 64, min_tokens: int = 24) -> None:
+    def __init__(self, repeats: int = 4, window: int = 64, min_tokens: int = 64) -> None:
         self.window = window
         self.periods = np.arange(1, window + 1)
         # A unit of period p must occur max(K, ceil(min_tokens / p)) times, so that short units
@@ -129,9 +129,10 @@ class TokenChooser:
 
 
 def prompt_mask(prompt_ids: torch.Tensor, vocab: int) -> torch.Tensor:
-    """[B, V] True where the token occurs in the row's prompt (transformers penalises those too)."""
-    mask = torch.zeros(prompt_ids.shape[0], vocab, dtype=torch.bool, device=prompt_ids.device)
-    return mask.scatter(1, prompt_ids.clamp(min=0), True)
+    """[B, V] True where the token occurs in the row's prompt (transformers penalises those too).
+    Negative ids are padding and count for nothing, so a padded row is penalised as if alone."""
+    counts = torch.zeros(prompt_ids.shape[0], vocab, dtype=torch.int32, device=prompt_ids.device)
+    return counts.scatter_add(1, prompt_ids.clamp(min=0), (prompt_ids >= 0).int()) > 0
 
 
 def find_stop(text: str, stops: tuple[str, ...]) -> int | None:

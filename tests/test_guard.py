@@ -163,10 +163,8 @@ SEPARATORS = (
     "Yard\n\n---\n\n---\n\nEmpty.\n\n--- --- ---\n\nRoad: clear.\n"
 )
 LEGIT = {"table": TABLE, "numbered list": NUMBERED, "ha ha ha": LAUGH, "separators": SEPARATORS}
-# The default guard_min_tokens (24) is too short for text tokenized a character at a time: the
-# separator row "| --- " x5 and a 40-dash rule are repeated units spanning more than 24 tokens.
-# These pass once the default is raised (64 keeps tables up to 10 columns and 63-character rules).
-CUT_BY_DEFAULTS = {("table", "tiny tokenizer"), ("table", "characters"), ("separators", "tiny tokenizer"), ("separators", "characters")}
+# Even tokenized a character at a time, a separator row "| --- " x5 and a 40-dash rule span fewer
+# than the default guard_min_tokens (64), so they survive.
 
 
 def streams(text: str, tokenizer) -> dict[str, list[int]]:
@@ -181,7 +179,7 @@ def streams(text: str, tokenizer) -> dict[str, list[int]]:
 @pytest.mark.parametrize(
     "name, kind",
     [
-        pytest.param(name, kind, marks=[pytest.mark.xfail(strict=True, reason="guard_min_tokens default too short")] if (name, kind) in CUT_BY_DEFAULTS else [])
+        (name, kind)
         for name in LEGIT
         for kind in ("tiny tokenizer", "characters", "words")
     ],
