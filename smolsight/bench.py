@@ -5,6 +5,11 @@ ratios measured side by side mean anything: both paths are loaded in one process
 same image and prompt with the same forced output length (min = max new tokens), interleaved
 (the order alternates every repeat), and summarised by medians. The engine's vision cache is
 cleared before every smolsight run, so both paths pay for the vision encoder every time.
+
+One process has one OpenMP setup. torch is imported here before the engine, so OpenMP keeps its
+default wait policy, as the seed path had; smolsight's own processes make idle threads sleep
+(smolsight.openmp), which helps its prefill on a busy machine, so on a busy machine this bench
+understates smolsight. Set OMP_WAIT_POLICY to run both paths under another policy.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
-import torch
+import torch  # before the engine: the seed path runs with OpenMP's default settings (see smolsight.openmp)
 from PIL import Image, ImageDraw
 
 from .engine import Engine, resolve_model
@@ -106,7 +111,9 @@ class SeedPath:
 
     def __init__(self, source: str, device: str) -> None:
         from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()
         self.device = device
         self.processor = AutoProcessor.from_pretrained(source)
         self.model = AutoModelForImageTextToText.from_pretrained(
@@ -349,6 +356,7 @@ def machine(device: str) -> dict:
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "OpenMP default"),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
+from . import openmp  # noqa: F401  (must come before torch)
+
+import torch  # noqa: E402
 
 from . import decoding, fastpaths
 from .errors import MediaError, ModelNotFoundError, SmolsightError

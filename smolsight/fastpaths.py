@@ -20,7 +20,6 @@ inference path. docs/performance.md has the measurements behind every default.
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 from collections.abc import Iterator
@@ -113,8 +112,9 @@ class Int8DecodeLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 3 or x.shape[-2] != 1:
             return self.full(x)
-        rows = [self.int8(row) for row in x.float().unbind(0)]
-        return torch.stack(rows).to(x.dtype)
+        rows = x.float()
+        out = self.int8(rows) if len(rows) == 1 else torch.cat([self.int8(row) for row in rows.split(1)])
+        return out.to(x.dtype)
 
     def int8_bytes(self) -> int:
         """Memory of the int8 copy (held outside the module's parameters)."""
@@ -123,13 +123,18 @@ class Int8DecodeLinear(nn.Module):
 
 def quantize_linear(linear: nn.Linear) -> nn.Module:
     """torch's dynamic int8 quantisation of one layer, per output channel (closer to the original than
-    one scale per tensor). A float32 copy is quantised, so the original (maybe tied) weight is untouched."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    one scale per tensor), made from a float32 copy so the original (maybe tied) weight is untouched."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+    from torch.ao.quantization import per_channel_dynamic_qconfig
 
+    copy = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+    copy.weight = nn.Parameter(linear.weight.detach().float())
+    if linear.bias is not None:
+        copy.bias = nn.Parameter(linear.bias.detach().float())
+    copy.qconfig = per_channel_dynamic_qconfig
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch marks its eager-mode quantisation API as deprecated
-        wrapped = nn.Sequential(copy.deepcopy(linear).float())
-        return quantize_dynamic(wrapped, {nn.Linear: per_channel_dynamic_qconfig})[0]
+        return DynamicInt8Linear.from_float(copy)
 
 
 def add_int8_decode(model: nn.Module) -> int:
@@ -182,13 +187,52 @@ def cache_length(tokens: int) -> int:
 
 
 def make_cache(config, static: bool, prompt_mask: torch.Tensor, new_tokens: int):
-    """The decode loop's KV cache, growing (dynamic) or preallocated (static), and its `DecodeMask`."""
+    """The decode loop's KV cache and its `DecodeMask`: preallocated for the longest answer asked for
+    (static, one shape for compiled steps), or growing (attention over exactly the tokens so far)."""
     from transformers import DynamicCache, StaticCache
 
     mask = DecodeMask(prompt_mask, new_tokens, whole=static)
     if static:
         return StaticCache(config=config, max_cache_len=mask.buffer.shape[1]), mask
-    return DynamicCache(config=config), mask
+    cache = DynamicCache(config=config)
+    cache.layers = [growing_layer_class()() for _ in cache.layers]
+    return cache, mask
+
+
+def growing_layer_class():
+    """`GrowingLayer`, defined on first use so that importing this module does not import transformers."""
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        """A dynamic cache layer that grows its buffers in blocks of `STATIC_CACHE_STEP` tokens instead of
+        concatenating at every step (which copies the whole cache once per token and layer). Attention
+        gets views of exactly the tokens so far, the same values the concatenating layer would give."""
+
+        def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+            super().lazy_initialization(key_states, value_states)
+            self.key_buffer = key_states.new_empty(*key_states.shape[:2], 0, key_states.shape[-1])
+            self.value_buffer = value_states.new_empty(*value_states.shape[:2], 0, value_states.shape[-1])
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            start = self.get_seq_length()
+            end = start + key_states.shape[-2]
+            if end > self.key_buffer.shape[-2]:
+                self.key_buffer = self.grown(self.key_buffer, start, end)
+                self.value_buffer = self.grown(self.value_buffer, start, end)
+            self.key_buffer[:, :, start:end] = key_states
+            self.value_buffer[:, :, start:end] = value_states
+            self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+            return self.keys, self.values
+
+        @staticmethod
+        def grown(buffer: torch.Tensor, used: int, needed: int) -> torch.Tensor:
+            bigger = buffer.new_empty(*buffer.shape[:2], cache_length(needed + used // 2), buffer.shape[-1])
+            bigger[:, :, :used] = buffer[:, :, :used]
+            return bigger
+
+    return GrowingLayer
 
 
 def decode_step(model: nn.Module, fast: FastPaths):

@@ -14,7 +14,7 @@ from conftest import picture
 from smolsight.cli import main
 from smolsight.engine import Engine, Request
 from smolsight.errors import SmolsightError
-from smolsight.fastpaths import FastPaths, Int8DecodeLinear, default_fast_paths, parse_fast_paths
+from smolsight.fastpaths import FastPaths, Int8DecodeLinear, default_fast_paths, growing_layer_class, parse_fast_paths
 from smolsight.options import resolve_options
 from smolsight.prompts import Message
 
@@ -55,16 +55,28 @@ def leading_agreement(reference: str, other: str) -> float:
 
 
 @pytest.mark.parametrize("preset", ["seed", "precise"])
-def test_static_cache_gives_the_dynamic_cache_tokens(tiny_checkpoint, plain, preset):
-    static = load(tiny_checkpoint, "static_cache")
-    assert static.fast.static_cache
+@pytest.mark.parametrize("spec", ["static_cache", "decode_threads=1", "static_cache,decode_threads=2"])
+def test_exact_fast_paths_give_the_plain_tokens(tiny_checkpoint, plain, spec, preset):
+    fast = load(tiny_checkpoint, spec)
+    assert fast.fast == parse_fast_paths(spec, "cpu")
     expected = answers(plain, requests(preset))
-    assert answers(static, requests(preset)) == expected
-    assert [answers(static, [r])[0] for r in requests(preset)] == expected
+    assert answers(fast, requests(preset)) == expected
+    assert [answers(fast, [r])[0] for r in requests(preset)] == expected
 
 
 def mean_agreement(references: list[tuple], others: list[tuple]) -> float:
     return sum(leading_agreement(r[0], o[0]) for r, o in zip(references, others)) / len(references)
+
+
+def test_growing_cache_layer_returns_what_concatenation_returns():
+    from transformers.cache_utils import DynamicLayer
+
+    growing, concatenating = growing_layer_class()(), DynamicLayer()
+    for length in (300, 1, 1, 5, 400, 1):  # prefill, steps, and growth past the first blocks
+        keys, values = torch.randn(2, 3, length, 8), torch.randn(2, 3, length, 8)
+        got, want = growing.update(keys, values), concatenating.update(keys, values)
+        assert all(torch.equal(g, w) for g, w in zip(got, want))
+        assert growing.get_seq_length() == concatenating.get_seq_length()
 
 
 def test_int8_decode_agrees_with_the_plain_path(tiny_checkpoint, plain):
