@@ -10,8 +10,9 @@ inference path. docs/performance.md has the measurements behind every default.
   and fbgemm's int8 kernels beat bf16 matrix-vector products on CPU. Prefill (compute-bound,
   where bf16 on AMX beats int8) keeps the original weights. CPU only.
 - decode_threads: intra-op threads during decode steps. Each step is hundreds of tiny parallel
-  regions; on a shared machine a second thread that spins waiting for a busy core costs far more
-  than it adds, so the CPU default decodes on one thread (prefill keeps them all).
+  regions; when other processes keep the cores busy, a second thread waiting for a busy core costs
+  far more than it adds. 'auto' (the CPU default) decodes on one thread when the machine is busy
+  (1-minute load average at least the core count) and on all cores otherwise; prefill keeps them all.
 - static_cache: a preallocated KV cache written in place (no growing concatenation).
 - compile: the decode step through torch.compile; on CUDA with CUDA graphs ('reduce-overhead'),
   which is what a static cache is for there.
@@ -42,7 +43,7 @@ class FastPaths:
     static_cache: bool = False
     compile: bool = False
     threads: int | None = None
-    decode_threads: int | None = None
+    decode_threads: int | str | None = None  # a count, or "auto"
 
     def names(self) -> list[str]:
         """The switches that are on, for logs and benchmark reports."""
@@ -55,7 +56,7 @@ def default_fast_paths(device: str) -> FastPaths:
     """What measured as a win on each kind of device (docs/performance.md)."""
     if device.startswith("cuda"):
         return FastPaths(static_cache=True, compile=True)
-    return FastPaths(int8=True, decode_threads=1)
+    return FastPaths(int8=True, decode_threads="auto")
 
 
 def parse_fast_paths(spec: str | None, device: str) -> FastPaths:
@@ -72,7 +73,9 @@ def parse_fast_paths(spec: str | None, device: str) -> FastPaths:
         name, _, value = item.partition("=")
         if name not in known:
             raise SmolsightError(f"unknown fast path {name!r}; use default, none, or some of {', '.join(sorted(known))}")
-        if name in ("threads", "decode_threads"):
+        if name == "decode_threads" and value == "auto":
+            chosen = replace(chosen, decode_threads="auto")
+        elif name in ("threads", "decode_threads"):
             if not value.isdigit() or int(value) < 1:
                 raise SmolsightError(f"fast path {name} needs a positive count, e.g. {name}=2, not {item!r}")
             chosen = replace(chosen, **{name: int(value)})
@@ -150,10 +153,19 @@ def add_int8_decode(model: nn.Module) -> int:
     return len(targets)
 
 
+def busy() -> bool:
+    """Whether other work keeps this machine's cores busy (1-minute load average >= usable cores)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return os.getloadavg()[0] >= cores
+
+
 @contextmanager
-def thread_count(count: int | None) -> Iterator[None]:
-    """Run a block with `count` intra-op threads (None: leave as is), then restore the previous count."""
+def thread_count(count: int | str | None) -> Iterator[None]:
+    """Run a block with `count` intra-op threads ('auto': one when the machine is busy, else leave as
+    is; None: leave as is), then restore the previous count."""
     before = torch.get_num_threads()
+    if count == "auto":
+        count = 1 if busy() else None
     if count:
         torch.set_num_threads(count)
     try:

@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 from conftest import picture
 
+from smolsight import fastpaths
 from smolsight.cli import main
 from smolsight.engine import Engine, Request
 from smolsight.errors import SmolsightError
@@ -55,7 +56,7 @@ def leading_agreement(reference: str, other: str) -> float:
 
 
 @pytest.mark.parametrize("preset", ["seed", "precise"])
-@pytest.mark.parametrize("spec", ["static_cache", "decode_threads=1", "static_cache,decode_threads=2"])
+@pytest.mark.parametrize("spec", ["static_cache", "decode_threads=1", "static_cache,decode_threads=2", "decode_threads=auto"])
 def test_exact_fast_paths_give_the_plain_tokens(tiny_checkpoint, plain, spec, preset):
     fast = load(tiny_checkpoint, spec)
     assert fast.fast == parse_fast_paths(spec, "cpu")
@@ -144,6 +145,15 @@ def test_threads_fast_path_sets_torch_threads(tiny_checkpoint):
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("load, expected", [(64.0, 1), (0.0, None)])
+def test_auto_decode_threads_use_one_thread_only_on_a_busy_machine(monkeypatch, load, expected):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(fastpaths.os, "getloadavg", lambda: (load, load, load))
+    with fastpaths.thread_count("auto"):
+        assert torch.get_num_threads() == (expected or before)
+    assert torch.get_num_threads() == before
+
+
 @pytest.mark.parametrize(
     "spec, problem",
     [
@@ -161,6 +171,7 @@ def test_bad_fast_path_specs_are_named(tiny_checkpoint, spec, problem):
 def test_fast_path_spec_parsing():
     assert parse_fast_paths("int8, static_cache,threads=2", "cpu") == FastPaths(int8=True, static_cache=True, threads=2)
     assert parse_fast_paths("none", "cuda") == FastPaths()
+    assert parse_fast_paths("decode_threads=auto", "cpu") == FastPaths(decode_threads="auto")
     assert parse_fast_paths(None, "cuda") == default_fast_paths("cuda")
 
 
