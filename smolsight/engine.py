@@ -371,7 +371,7 @@ class Engine:
             row=row.index,
             raw_text=raw,
             removed_chars=removed,
-            metrics=repetition_metrics(raw, row.tokens).to_dict(),
+            metrics=repetition_metrics(text).to_dict(),  # of the answer returned; raw_text keeps the rest
             **self.runtime,
         )
 

@@ -226,6 +226,7 @@ def test_presets_end_to_end(engine, generated):
     assert guard.text == engine.decode(seed_tokens[: loop_start + period]).strip()
     assert seed.text.startswith(guard.text) and len(guard.text) < len(seed.text)
 
+    assert guard.metrics["looped"] is False  # metrics describe the answer returned, loop trimmed
     assert precise.metrics["looped"] is False
     for result in (seed, guard, precise):
         assert set(result.metrics) == {f.name for f in fields(RepetitionMetrics)}
