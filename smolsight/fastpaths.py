@@ -11,8 +11,8 @@ inference path. docs/performance.md has the measurements behind every default.
   where bf16 on AMX beats int8) keeps the original weights. CPU only.
 - decode_threads: intra-op threads during decode steps. Each step is hundreds of tiny parallel
   regions; when other processes keep the cores busy, a second thread waiting for a busy core costs
-  far more than it adds. 'auto' (the CPU default) decodes on one thread when the machine is busy
-  (1-minute load average at least the core count) and on all cores otherwise; prefill keeps them all.
+  far more than it adds. 'auto' (the CPU default) decodes on one thread when other processes kept
+  at least half a core busy since the last look (`CpuWatch`), else on all cores; prefill keeps them all.
 - static_cache: a preallocated KV cache written in place (no growing concatenation).
 - compile: the decode step through torch.compile; on CUDA with CUDA graphs ('reduce-overhead'),
   which is what a static cache is for there.
@@ -22,10 +22,12 @@ inference path. docs/performance.md has the measurements behind every default.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -33,6 +35,7 @@ from torch import nn
 from .errors import SmolsightError
 
 STATIC_CACHE_STEP = 256
+BUSY_CORES = 0.5  # other processes' use, in cores, above which decode steps run on one thread
 
 
 @dataclass(frozen=True)
@@ -153,10 +156,46 @@ def add_int8_decode(model: nn.Module) -> int:
     return len(targets)
 
 
+class CpuWatch:
+    """How many cores other processes (and other virtual machines: steal time) have kept busy since
+    the last look, from /proc/stat less this process's own time. The load average would count this
+    process's own prefill threads as load, and lags by a minute."""
+
+    def __init__(self) -> None:
+        self.last = self.sample()
+        self.estimate: float | None = None
+
+    @staticmethod
+    def sample() -> tuple[float, float, float] | None:
+        """(all busy ticks, this process's ticks, seconds), or None where /proc is missing."""
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            return None
+        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
+        return busy, int(own[11]) + int(own[12]), time.monotonic()
+
+    def others_cores(self) -> float | None:
+        """Other processes' use since the last look; looks less than 0.2 s apart repeat the last answer."""
+        now, before = self.sample(), self.last
+        if now is None or before is None or now[2] - before[2] < 0.2:
+            return self.estimate
+        ticks = (now[0] - before[0]) - (now[1] - before[1])
+        self.last, self.estimate = now, ticks / os.sysconf("SC_CLK_TCK") / (now[2] - before[2])
+        return self.estimate
+
+
+CPU_WATCH = CpuWatch()
+
+
 def busy() -> bool:
-    """Whether other work keeps this machine's cores busy (1-minute load average >= usable cores)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return os.getloadavg()[0] >= cores
+    """Whether other work keeps at least half a core busy (falling back on the load average)."""
+    others = CPU_WATCH.others_cores()
+    if others is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return os.getloadavg()[0] >= cores
+    return others >= BUSY_CORES
 
 
 @contextmanager

@@ -5,6 +5,9 @@ threshold instead. No timings are asserted: speed is `smolsight bench`'s job."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -145,13 +148,23 @@ def test_threads_fast_path_sets_torch_threads(tiny_checkpoint):
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("load, expected", [(64.0, 1), (0.0, None)])
-def test_auto_decode_threads_use_one_thread_only_on_a_busy_machine(monkeypatch, load, expected):
+@pytest.mark.parametrize("others, expected", [(1.5, 1), (0.1, None)])
+def test_auto_decode_threads_use_one_thread_only_on_a_busy_machine(monkeypatch, others, expected):
     before = torch.get_num_threads()
-    monkeypatch.setattr(fastpaths.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(fastpaths.CPU_WATCH, "others_cores", lambda: others)
     with fastpaths.thread_count("auto"):
         assert torch.get_num_threads() == (expected or before)
     assert torch.get_num_threads() == before
+
+
+def test_cpu_watch_sees_another_busy_process():
+    watch = fastpaths.CpuWatch()
+    burner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(1.0)
+        assert watch.others_cores() >= 0.5
+    finally:
+        burner.wait()
 
 
 @pytest.mark.parametrize(
