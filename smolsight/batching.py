@@ -187,7 +187,7 @@ class Batcher:
         return batch
 
     def run_batch(self, tickets: list[Ticket]) -> None:
-        admitted = self.admit(tickets)
+        admitted, prepared = self.admit(tickets)
         if not admitted:
             return
         started = time.perf_counter()
@@ -195,7 +195,8 @@ class Batcher:
             ticket.started = started
         self.metrics.batch_size.observe(len(admitted))
         try:
-            stream = self.engine.stream_batch([t.request for t in admitted], cancelled=lambda row: admitted[row].cancelled)
+            requests = [t.request for t in admitted]
+            stream = self.engine.stream_batch(requests, cancelled=lambda row: admitted[row].cancelled, prepared=prepared)
             for event in stream:
                 admitted[event.row].push(event)
                 if isinstance(event, Result):
@@ -207,17 +208,17 @@ class Batcher:
                     ticket.push(GenerationError(f"generation failed: {type(exc).__name__}: {exc}"))
         self.recent_batch_s = 0.8 * self.recent_batch_s + 0.2 * (time.perf_counter() - started)
 
-    def admit(self, tickets: list[Ticket]) -> list[Ticket]:
+    def admit(self, tickets: list[Ticket]) -> tuple[list[Ticket], list[dict]]:
         """Drop requests whose clients left while queued, and refuse, one by one, requests that
         cannot be processed or whose prompt is over the input-token limit, so that one bad
         request never fails the batch it would have joined."""
-        admitted = []
+        admitted, prepared = [], []
         for ticket in tickets:
             if ticket.cancelled:
                 self.metrics.finished.labels(reason="cancelled").inc()
                 continue
             try:
-                tokens = len(self.engine.process(ticket.request)["input_ids"][0])
+                inputs = self.engine.prepare(ticket.request)
             except SmolsightError as exc:
                 ticket.push(exc)
                 continue
@@ -225,11 +226,13 @@ class Batcher:
                 ticket.push(SmolsightError(f"the request could not be processed: {type(exc).__name__}: {exc}"))
                 continue
             limit = self.settings.max_input_tokens
+            tokens = len(inputs["input_ids"])
             if tokens > limit:
                 ticket.push(LimitError(f"the prompt is {tokens} tokens, over this server's limit of {limit}"))
                 continue
             admitted.append(ticket)
-        return admitted
+            prepared.append(inputs)
+        return admitted, prepared
 
     def record(self, ticket: Ticket, result: Result) -> None:
         m = self.metrics

@@ -228,10 +228,13 @@ class Engine:
         results = [event for event in self.stream_batch(requests) if isinstance(event, Result)]
         return sorted(results, key=lambda r: r.row)
 
-    def stream_batch(self, requests: list[Request], cancelled: Callable[[int], bool] | None = None) -> Iterator[Chunk | Result]:
-        """Generate all requests together, yielding `Chunk`s and one `Result` per row as it ends."""
+    def stream_batch(
+        self, requests: list[Request], cancelled: Callable[[int], bool] | None = None, prepared: list[dict] | None = None
+    ) -> Iterator[Chunk | Result]:
+        """Generate all requests together, yielding `Chunk`s and one `Result` per row as it ends.
+        `prepared` (from `prepare`) lets a caller that already checked each request skip redoing it."""
         start = time.perf_counter()
-        prepared = [self.prepare(request) for request in requests]
+        prepared = prepared or [self.prepare(request) for request in requests]
         with torch.inference_mode():
             yield from self.generate(requests, prepared, start, cancelled or (lambda row: False))
 
