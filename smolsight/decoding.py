@@ -23,16 +23,23 @@ class LoopHit:
     loop_start: int  # index of the first token of the unit's first occurrence
 
 
+LAYOUT_CHARS = set(" \t\r\n|-:=*#_.~+`")
+LAYOUT_SPAN_FACTOR = 4  # layout units (table rules, separators) must span this many times longer
+
+
 class LoopGuard:
     """Detects a verbatim repeated unit at the tail of one token stream."""
 
-    def __init__(self, repeats: int = 4, window: int = 64, min_tokens: int = 64) -> None:
+    def __init__(self, repeats: int = 4, window: int = 64, min_tokens: int = 24, layout: np.ndarray | None = None) -> None:
         self.window = window
         self.periods = np.arange(1, window + 1)
         # A unit of period p must occur max(K, ceil(min_tokens / p)) times, so that short units
-        # ("ha ha ha", a row of table separators) need a longer run before they count as a loop.
-        occurrences = np.maximum(repeats, -(-min_tokens // self.periods))
-        self.needed = (occurrences - 1) * self.periods
+        # ("ha ha ha") need a longer run before they count as a loop; a unit made only of layout
+        # tokens (`layout[token]`: whitespace, `|`, `-`, …) must span LAYOUT_SPAN_FACTOR times
+        # longer still, so a wide table's rule row or a long `----` line is not cut.
+        self.needed = self.run_needed(repeats, min_tokens)
+        self.layout_needed = self.run_needed(repeats, LAYOUT_SPAN_FACTOR * min_tokens)
+        self.layout = layout
         self.history = np.full(window + 1, -1, dtype=np.int64)  # ring of the last window+1 tokens
         self.run = np.zeros(window, dtype=np.int64)  # run[p-1]: tail positions equal to p earlier
         self.length = 0
@@ -45,19 +52,36 @@ class LoopGuard:
         self.run = np.where(valid & (earlier == token), self.run + 1, 0)
         self.history[self.length % size] = token
         self.length += 1
-        hits = np.nonzero(self.run >= self.needed)[0]
-        if hits.size == 0:
-            return None
-        period = int(self.periods[hits[0]])
-        run = int(self.run[hits[0]])
-        keep = self.length - run
-        return LoopHit(period=period, keep=keep, loop_start=keep - period)
+        for index in np.nonzero(self.run >= self.needed)[0]:
+            period, run = int(self.periods[index]), int(self.run[index])
+            if run < self.layout_needed[index] and self.is_layout(period):
+                continue
+            keep = self.length - run
+            return LoopHit(period=period, keep=keep, loop_start=keep - period)
+        return None
+
+    def run_needed(self, repeats: int, min_tokens: int) -> np.ndarray:
+        """Tail positions equal to the token p earlier that make `repeats` copies spanning `min_tokens`."""
+        occurrences = np.maximum(repeats, -(-min_tokens // self.periods))
+        return (occurrences - 1) * self.periods
+
+    def is_layout(self, period: int) -> bool:
+        if self.layout is None:
+            return False
+        unit = self.history[(self.length - 1 - np.arange(period)) % (self.window + 1)]
+        return bool(self.layout[unit].all())
 
 
-def make_guard(options: GenerationOptions) -> LoopGuard | None:
+def make_guard(options: GenerationOptions, layout: np.ndarray | None = None) -> LoopGuard | None:
     if not options.loop_guard:
         return None
-    return LoopGuard(options.guard_repeats, options.guard_window, options.guard_min_tokens)
+    return LoopGuard(options.guard_repeats, options.guard_window, options.guard_min_tokens, layout)
+
+
+def layout_tokens(tokenizer, vocab: int) -> np.ndarray:
+    """[vocab] True for tokens that decode to layout characters only (spaces, `|`, `-`, `#` …)."""
+    texts = tokenizer.batch_decode([[i] for i in range(vocab)])
+    return np.array([bool(text) and set(text) <= LAYOUT_CHARS for text in texts])
 
 
 class TokenChooser:

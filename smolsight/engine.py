@@ -165,6 +165,7 @@ class Engine:
         eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.layout = decoding.layout_tokens(self.tokenizer, model.config.text_config.vocab_size)
         self.vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.step = fastpaths.decode_step(model, fast)  # the model's forward, compiled if asked
 
@@ -310,7 +311,7 @@ class Engine:
             attention[row, width - lengths[row] :] = 1
             prompt_ids[row, width - lengths[row] :] = p["input_ids"]
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        rows = [RowState(r, requests[r].options, lengths[r]) for r in range(batch)]
+        rows = [RowState(r, requests[r].options, lengths[r], self.layout) for r in range(batch)]
         choosers = self.choosers(rows, prompt_ids)
         new_tokens = max(row.options.max_new_tokens for row in rows)
         cache, mask = fastpaths.make_cache(self.model.config.text_config, self.fast.static_cache, attention, new_tokens)
@@ -385,12 +386,12 @@ class Engine:
 class RowState:
     """What one row of a batch has generated and why it stopped."""
 
-    def __init__(self, index: int, options: GenerationOptions, input_tokens: int) -> None:
+    def __init__(self, index: int, options: GenerationOptions, input_tokens: int, layout) -> None:
         self.index = index
         self.options = options
         self.input_tokens = input_tokens
         self.tokens: list[int] = []
-        self.guard = decoding.make_guard(options)
+        self.guard = decoding.make_guard(options, layout)
         self.reason = ""
         self.keep: int | None = None
         self.stop_at: int | None = None

@@ -28,7 +28,7 @@ class GenerationOptions:
     loop_guard: bool = True
     guard_repeats: int = 4  # K: times a unit must occur in a row at the tail
     guard_window: int = 64  # longest period (in tokens) the guard looks for
-    guard_min_tokens: int = 64  # short units must also span this many tokens (table rules, "ha ha ha" survive)
+    guard_min_tokens: int = 24  # short units must also span this many tokens ("ha ha ha" survives); layout units 4x
     dedupe_sentences: bool = True
 
     def __post_init__(self) -> None:

@@ -11,11 +11,12 @@ import sys
 import time
 from dataclasses import fields
 
+import numpy as np
 import pytest
 from conftest import picture
 
 from smolsight.compare import COLUMNS, compare, format_table, plan, preview
-from smolsight.decoding import LoopGuard, make_guard
+from smolsight.decoding import LAYOUT_CHARS, LAYOUT_SPAN_FACTOR, LoopGuard, layout_tokens, make_guard
 from smolsight.errors import SmolsightError
 from smolsight.options import GenerationOptions, resolve_options
 from smolsight.redundancy import RepetitionMetrics
@@ -163,31 +164,38 @@ SEPARATORS = (
     "Yard\n\n---\n\n---\n\nEmpty.\n\n--- --- ---\n\nRoad: clear.\n"
 )
 LEGIT = {"table": TABLE, "numbered list": NUMBERED, "ha ha ha": LAUGH, "separators": SEPARATORS}
-# Even tokenized a character at a time, a separator row "| --- " x5 and a 40-dash rule span fewer
-# than the default guard_min_tokens (64), so they survive.
+# Tokenized a character at a time (the tiny tokenizer is byte-level), a 5-column rule row is a
+# 6-token unit repeated over 30 tokens and a 40-dash line one token 40 times: over the default
+# guard_min_tokens (24), but made of layout characters only, so they need 4x that span.
 
 
-def streams(text: str, tokenizer) -> dict[str, list[int]]:
+def streams(text: str, tokenizer) -> dict[str, tuple[list[int], np.ndarray]]:
+    """The text as token streams of three granularities, each with its layout mask."""
     words: dict[str, int] = {}
+    word_ids = [words.setdefault(w, len(words)) for w in text.split()]
+    chars = [ord(c) for c in text]
     return {
-        "tiny tokenizer": tokenizer(text, add_special_tokens=False)["input_ids"],
-        "characters": [ord(c) for c in text],
-        "words": [words.setdefault(w, len(words)) for w in text.split()],
+        "tiny tokenizer": (tokenizer(text, add_special_tokens=False)["input_ids"], layout_tokens(tokenizer, len(tokenizer))),
+        "characters": (chars, np.array([chr(i) in LAYOUT_CHARS for i in range(max(chars) + 1)])),
+        "words": (word_ids, np.array([set(w) <= LAYOUT_CHARS for w in words])),
     }
 
 
-@pytest.mark.parametrize(
-    "name, kind",
-    [
-        (name, kind)
-        for name in LEGIT
-        for kind in ("tiny tokenizer", "characters", "words")
-    ],
-)
+@pytest.mark.parametrize("name, kind", [(name, kind) for name in LEGIT for kind in ("tiny tokenizer", "characters", "words")])
 def test_legitimate_text_is_not_cut(engine, name, kind):
-    tokens = streams(LEGIT[name], engine.tokenizer)[kind]
+    tokens, layout = streams(LEGIT[name], engine.tokenizer)[kind]
     assert len(tokens) > 10
-    assert first_hit(tokens, make_guard(DEFAULTS)) is None
+    assert first_hit(tokens, make_guard(DEFAULTS, layout)) is None
+
+
+def test_layout_loops_still_stop_and_content_loops_stop_sooner(engine):
+    layout = layout_tokens(engine.tokenizer, len(engine.tokenizer))
+    dash, word = engine.tokenizer.convert_tokens_to_ids(["-", "Ġw7"])
+    assert layout[dash] and not layout[word]
+    count, _ = first_hit([word] * 500, make_guard(DEFAULTS, layout))
+    assert count == DEFAULTS.guard_min_tokens
+    count, _ = first_hit([dash] * 500, make_guard(DEFAULTS, layout))
+    assert count == LAYOUT_SPAN_FACTOR * DEFAULTS.guard_min_tokens
 
 
 # --- through the engine ------------------------------------------------------------------------
