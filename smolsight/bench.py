@@ -15,6 +15,7 @@ understates smolsight. Set OMP_WAIT_POLICY to run both paths under another polic
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import sys
@@ -277,6 +278,7 @@ def run_bench(
     """Load both paths, warm each up, run them interleaved `repeats` times; return the report."""
     if batch < 1 or tokens < 2 or repeats < 1:
         raise SmolsightError("--batch and --repeats must be at least 1 and --tokens at least 2")
+    load_before = [round(x, 2) for x in os.getloadavg()]
     source = resolve_model(model)
     picture = load_image(image) if image else bench_image()
     inputs = Inputs(distinct_copies(picture, batch), prompt, tokens, image_size)
@@ -304,11 +306,18 @@ def run_bench(
             report.runs.append(run)
             progress(f"[{repeat + 1}/{repeats}] {name}: first token {run.ttft_s:.2f} s, "
                      f"{run.decode_tokens_per_s():.1f} tokens/s, {run.total_s:.2f} s end to end", quiet)  # fmt: skip
-    return make_report(inputs, engine, [report for _, report in reports.values()], repeats)
+    report = make_report(inputs, engine, [report for _, report in reports.values()], repeats)
+    report["machine"]["load_average_before"] = load_before  # 1, 5, 15 minutes; "load_average" is after
+    return report
 
 
 def read_files(source: str) -> None:
-    """Read the checkpoint once so neither path's load time includes the first read from disk."""
+    """Read the checkpoint and import the model's code once, so that neither path's load time
+    includes the first read from disk or the first import (whichever path loaded first would pay)."""
+    import transformers.models.smolvlm.modeling_smolvlm  # noqa: F401
+    from transformers import AutoProcessor
+
+    AutoProcessor.from_pretrained(source)
     path = Path(source)
     if path.is_dir():
         for item in path.iterdir():
@@ -346,8 +355,6 @@ def make_report(inputs: Inputs, engine: Engine, reports: list[PathReport], repea
 
 
 def machine(device: str) -> dict:
-    import os
-
     import transformers
 
     info = {
