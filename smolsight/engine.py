@@ -204,7 +204,7 @@ class Engine:
         if adapter:
             network = attach_adapter(network, adapter)
         network.to(device).eval()
-        fastpaths.apply(network, fast, device, dtype)
+        fastpaths.apply(network, fast, device)
         processor.tokenizer.padding_side = "left"
         return cls(network, processor, model, device, dtype, attn, fast)
 

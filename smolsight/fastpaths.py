@@ -87,16 +87,16 @@ def parse_fast_paths(spec: str | None, device: str) -> FastPaths:
     return chosen
 
 
-def validate(fast: FastPaths, device: str, dtype: str) -> None:
+def validate(fast: FastPaths, device: str) -> None:
     if fast.int8 and not device.startswith("cpu"):
         raise SmolsightError("the int8 fast path is for CPUs (torch's dynamic quantisation has no GPU kernels)")
     if fast.compile and not fast.static_cache:
         raise SmolsightError("the compile fast path needs static_cache (compiled decode steps need fixed shapes)")
 
 
-def apply(model: nn.Module, fast: FastPaths, device: str, dtype: str) -> None:
+def apply(model: nn.Module, fast: FastPaths, device: str) -> None:
     """Change the loaded model in place as `fast` asks."""
-    validate(fast, device, dtype)
+    validate(fast, device)
     if fast.threads:
         torch.set_num_threads(fast.threads)
     if fast.int8:
@@ -107,8 +107,7 @@ class Int8DecodeLinear(nn.Module):
     """A Linear layer that keeps its original weights for prefill and an int8 copy for decode steps.
 
     A decode step is an input of one new token per row. Dynamic quantisation picks one activation
-    scale per call, so each row goes through on its own: rows of a batch never interact, and a
-    request gets the same tokens alone or batched."""
+    scale per call, so each row goes through on its own: no row's values set another row's scale."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()

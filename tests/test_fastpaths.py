@@ -83,6 +83,13 @@ def test_growing_cache_layer_returns_what_concatenation_returns():
         assert growing.get_seq_length() == concatenating.get_seq_length()
 
 
+def test_compiled_decode_step_gives_the_plain_tokens(tiny_checkpoint, plain):
+    """The CUDA default (static cache + compiled step) runs the same code on CPU, without CUDA graphs."""
+    compiled = load(tiny_checkpoint, "static_cache,compile")
+    batch = requests()[:2]
+    assert answers(compiled, batch) == answers(plain, batch)
+
+
 def test_int8_decode_agrees_with_the_plain_path(tiny_checkpoint, plain):
     int8 = load(tiny_checkpoint, "int8")
     layers = [m for m in int8.model.modules() if isinstance(m, Int8DecodeLinear)]
