@@ -464,8 +464,13 @@ def ensure_hub_reachable(repo_id: str) -> None:
 
 
 def attach_adapter(model, adapter: str):
+    import warnings
+
     from peft import PeftModel
 
     if not Path(adapter, "adapter_config.json").is_file():
         raise ModelNotFoundError(f"adapter directory {adapter} has no adapter_config.json")
-    return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`; nothing to act on.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return PeftModel.from_pretrained(model, adapter).merge_and_unload()
