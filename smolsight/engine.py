@@ -305,7 +305,7 @@ class Engine:
         hidden = prepared[0]["embeds"].shape[-1]
         embeds = torch.zeros(batch, width, hidden, dtype=prepared[0]["embeds"].dtype, device=self.device)
         attention = torch.zeros(batch, width, dtype=torch.long, device=self.device)
-        prompt_ids = torch.full((batch, width), self.pad_id, dtype=torch.long, device=self.device)
+        prompt_ids = torch.full((batch, width), -1, dtype=torch.long, device=self.device)  # -1: padding
         for row, p in enumerate(prepared):
             embeds[row, width - lengths[row] :] = p["embeds"]
             attention[row, width - lengths[row] :] = 1
