@@ -283,7 +283,7 @@ class Engine:
     def image_features(self, inputs: dict) -> torch.Tensor:
         """Vision encoder + connector output, cached by pixel content."""
         pixels = inputs["pixel_values"]
-        key = hashlib.sha1(pixels.numpy().tobytes()).hexdigest()
+        key = hashlib.sha1(pixels.contiguous().numpy()).hexdigest()  # hashes the buffer, no copy
         if key in self.vision_cache:
             self.vision_cache.move_to_end(key)
             return self.vision_cache[key]
