@@ -24,7 +24,6 @@ IGNORE so they are left out of the loss.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 from .errors import SmolsightError
 from .media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_video, load_image
 from .prompts import Message, chat_text
+from .suite import jsonl_lines
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -102,17 +102,10 @@ def load_examples(path: str | Path, prompt_style: str = "short") -> TrainingData
 
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     """(line number, object) of every non-blank line."""
-    entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    entries = jsonl_lines(path, path.read_text(encoding="utf-8"), DataError)
+    for number, entry in entries:
         if not isinstance(entry, dict):
             raise DataError(f"{path}:{number}: a line is a JSON object, not {type(entry).__name__}")
-        entries.append((number, entry))
     return entries
 
 

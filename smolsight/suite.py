@@ -222,15 +222,20 @@ def _suite_file(path: Path) -> Path:
     return path
 
 
-def _jsonl_entries(path: Path, text: str) -> tuple[dict[str, Any], list[tuple[int, Any]]]:
+def jsonl_lines(path: Path, text: str, error: type[SmolsightError] = SuiteError) -> list[tuple[int, Any]]:
+    """(line number, value) of every non-blank line; a bad line raises `error` naming it."""
     entries = []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
                 entries.append((number, json.loads(line)))
             except json.JSONDecodeError as err:
-                raise SuiteError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-    return {}, entries
+                raise error(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    return entries
+
+
+def _jsonl_entries(path: Path, text: str) -> tuple[dict[str, Any], list[tuple[int, Any]]]:
+    return {}, jsonl_lines(path, text)
 
 
 def _yaml_entries(path: Path, text: str) -> tuple[dict[str, Any], list[tuple[int, Any]]]:
