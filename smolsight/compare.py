@@ -9,11 +9,12 @@ column's time is the time of one answer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 from .errors import SmolsightError
 from .options import PRESETS, GenerationOptions, resolve_options
+from .redundancy import RepetitionMetrics
 
 if TYPE_CHECKING:
     from .engine import Engine, Request, Result
@@ -24,10 +25,8 @@ COLUMNS: dict[str, tuple[str, dict]] = {
     "guard-only": ("seed", {"loop_guard": True}),
     **{name: (name, {}) for name in PRESETS if name != "seed"},
 }
-METRIC_ROWS = (
-    "looped", "distinct_1", "distinct_2", "distinct_3", "distinct_4",
-    "repeated_ngram_ratio", "longest_repeat_share", "repeated_clause_share",
-)  # fmt: skip
+# Every repetition metric, `looped` first: derived, so a new metric shows up without an edit here.
+METRIC_ROWS = ("looped", *(f.name for f in fields(RepetitionMetrics) if f.name != "looped"))
 PREVIEW_CHARS = 160
 
 
