@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,10 +29,11 @@ from pathlib import Path
 import torch  # before the engine: the seed path runs with OpenMP's default settings (see smolsight.openmp)
 from PIL import Image, ImageDraw
 
+from .console import log
 from .engine import Engine, resolve_model
 from .errors import SmolsightError
-from .fastpaths import Int8DecodeLinear
-from .media import load_image
+from .engine.fastpaths import Int8DecodeLinear
+from .engine.media import load_image
 
 DEFAULT_PROMPT = "请描述这张图像？"  # the field report's question
 SEED = "seed path"
@@ -41,7 +41,7 @@ SMOLSIGHT = "smolsight"
 
 
 @dataclass
-class Run:
+class TimedRun:
     """One timed answer (or batch of answers) of one path."""
 
     ttft_s: float
@@ -61,7 +61,7 @@ class PathReport:
     setup: str
     load_s: float
     weights_gb: float
-    runs: list[Run] = field(default_factory=list)
+    runs: list[TimedRun] = field(default_factory=list)
 
     def summary(self, batch: int) -> dict:
         """Medians over the repeats: the figures the table and the ratios use."""
@@ -187,14 +187,14 @@ class SmolsightPath:
         return before_stream + results[0].ttft_s, results[0].input_tokens, min(r.output_tokens for r in results)
 
 
-def timed_run(path, inputs: Inputs, tokens: int, device: str) -> Run:
+def timed_run(path, inputs: Inputs, tokens: int, device: str) -> TimedRun:
     with peak_memory(device) as peak:
         start = time.perf_counter()
         ttft, input_tokens, output_tokens = path.answer(inputs, tokens)
         total = time.perf_counter() - start
     if output_tokens != tokens:
         raise SmolsightError(f"{path.setup}: generated {output_tokens} tokens instead of the forced {tokens}")
-    return Run(ttft, total, output_tokens, input_tokens, peak())
+    return TimedRun(ttft, total, output_tokens, input_tokens, peak())
 
 
 @contextmanager
@@ -255,11 +255,6 @@ def bench_image() -> Image.Image:
     return image
 
 
-def progress(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(message, file=sys.stderr, flush=True)
-
-
 def run_bench(
     model: str,
     device: str | None,
@@ -283,11 +278,11 @@ def run_bench(
     picture = load_image(image) if image else bench_image()
     inputs = Inputs(distinct_copies(picture, batch), prompt, tokens, image_size)
     read_files(source)
-    progress("Loading the seed path…", quiet)
+    log("Loading the seed path…", quiet)
     start = time.perf_counter()
     seed = SeedPath(source, device or ("cuda" if torch.cuda.is_available() else "cpu"))
     seed_load = time.perf_counter() - start
-    progress("Loading smolsight…", quiet)
+    log("Loading smolsight…", quiet)
     start = time.perf_counter()
     engine = Engine.load(model, device, dtype, attn, adapter, quiet=True, fast=fast)
     smol = SmolsightPath(engine)
@@ -296,7 +291,7 @@ def run_bench(
         SMOLSIGHT: (smol, PathReport(SMOLSIGHT, smol.setup, time.perf_counter() - start, weights_gb(engine.model))),
     }
     for name, (path, _) in reports.items():
-        progress(f"Warming up {name} (2 tokens)…", quiet)
+        log(f"Warming up {name} (2 tokens)…", quiet)
         path.answer(inputs, 2)
     for repeat in range(repeats):
         order = list(reports) if repeat % 2 == 0 else list(reversed(reports))
@@ -304,7 +299,7 @@ def run_bench(
             path, report = reports[name]
             run = timed_run(path, inputs, tokens, engine.device)
             report.runs.append(run)
-            progress(f"[{repeat + 1}/{repeats}] {name}: first token {run.ttft_s:.2f} s, "
+            log(f"[{repeat + 1}/{repeats}] {name}: first token {run.ttft_s:.2f} s, "
                      f"{run.decode_tokens_per_s():.1f} tokens/s, {run.total_s:.2f} s end to end", quiet)  # fmt: skip
     report = make_report(inputs, engine, [report for _, report in reports.values()], repeats)
     report["machine"]["load_average_before"] = load_before  # 1, 5, 15 minutes; "load_average" is after

@@ -10,7 +10,7 @@ import sys
 import click
 
 from .errors import SmolsightError
-from .options import PRESETS
+from .engine.options import PRESETS
 from .tasks import LANGS, STYLES, TASKS
 
 GENERATION_KNOBS = (
@@ -126,7 +126,7 @@ def ask(args: tuple[str, ...], as_json: bool, task: str | None, lang: str | None
 
     *media, prompt = args
     if task:
-        from .evaluate import task_question
+        from .tasks import task_question
 
         media, prompt = task_question(list(args), task, lang)
     preset, knobs, settings = split_generation(kwargs)
@@ -150,7 +150,7 @@ def ask(args: tuple[str, ...], as_json: bool, task: str | None, lang: str | None
 @click.option("--seed", type=int, default=0, show_default=True)
 def make_checkpoint_command(directory: str, shape: str, seed: int) -> None:
     """Write a random-weight SmolVLM2 checkpoint with the real architecture (for tests and benchmarks)."""
-    from .testing import make_checkpoint
+    from .checkpoints import make_checkpoint
 
     click.echo(f"Writing a random {shape} checkpoint to {directory}…", err=True)
     click.echo(make_checkpoint(directory, shape, seed))
@@ -176,7 +176,8 @@ def make_checkpoint_command(directory: str, shape: str, seed: int) -> None:
 @click.option("--api-key-file", default=None, help="File with accepted keys, one per line.")
 def serve(host: str, port: int, api_key: str | None, api_key_file: str | None, **kwargs) -> None:
     """Serve an OpenAI-compatible API (/v1/chat/completions) and a web page at /."""
-    from .server import ServerSettings, read_api_keys, serve as run_server
+    from .serve.app import serve as run_server
+    from .serve.settings import ServerSettings, read_api_keys
 
     keys = read_api_keys(api_key, api_key_file)
     model_name = kwargs.pop("served_model_name") or kwargs["model"]
@@ -201,25 +202,27 @@ def eval_command(paths: tuple[str, ...], compare: bool, out: str | None, prompt_
                  limit: int | None, scenarios: tuple[str, ...], label: str | None, **kwargs) -> None:
     """Score a model on SUITE: smolsight eval SUITE --model M --out DIR (results.json, report.html).
     Or compare runs: smolsight eval --compare A/results.json B/results.json --out DIR (compare.html)."""
-    from . import evaluate
-    from .suite import load_suite
+    from .evals.compare import compare_runs, write_comparison
+    from .evals.results import load_run, scenario_table
+    from .evals.runner import run_suite, write_run
+    from .evals.suite import load_suite, select_cases
 
     if compare:
-        runs = [evaluate.load_run(path) for path in paths]
-        click.echo(evaluate.compare_runs(runs))
-        click.echo(f"wrote {evaluate.write_comparison(runs, out or '.')}", err=True)
+        runs = [load_run(path) for path in paths]
+        click.echo(compare_runs(runs))
+        click.echo(f"wrote {write_comparison(runs, out or '.')}", err=True)
         return
     if len(paths) != 1:
         raise SmolsightError(f"give one suite, not {len(paths)} (to compare runs, add --compare)")
     suite = load_suite(paths[0])
-    evaluate.select_cases(suite, scenarios, limit)  # a bad filter fails before the model loads
+    select_cases(suite, scenarios, limit)  # a bad filter fails before the model loads
     preset, knobs, settings = split_generation(kwargs)
     progress = not kwargs["quiet"]
     engine = load_engine(kwargs)
-    run = evaluate.run_suite(engine, suite, preset, prompt_style, progress, label, batch_size=batch_size,
+    run = run_suite(engine, suite, preset, prompt_style, progress, label, batch_size=batch_size,
                              limit=limit, scenarios=scenarios, **knobs, **settings)  # fmt: skip
-    results = evaluate.write_run(run, out or "eval-results")
-    click.echo(evaluate.scenario_table(run))
+    results = write_run(run, out or "eval-results")
+    click.echo(scenario_table(run))
     click.echo(f"wrote {results} and {results.parent / 'report.html'}", err=True)
 
 
@@ -229,9 +232,8 @@ def eval_command(paths: tuple[str, ...], compare: bool, out: str | None, prompt_
 @click.option("--per-scenario", type=int, default=3, show_default=True, help="Pictures per scenario (plus one video).")
 def synth(out_dir: str, seed: int, per_scenario: int) -> None:
     """Draw a synthetic suite with known answers into OUT_DIR (suite.yaml and media/)."""
-    from .evaluate import suite_summary
-    from .suite import load_suite
-    from .synth import write_synthetic_suite
+    from .evals.suite import load_suite, suite_summary
+    from .evals.synth import write_synthetic_suite
 
     click.echo(suite_summary(load_suite(write_synthetic_suite(out_dir, seed, per_scenario))))
 
@@ -261,7 +263,7 @@ def synth(out_dir: str, seed: int, per_scenario: int) -> None:
 @model_options
 def finetune(data: str, out: str, eval_suite: str | None, eval_max_new_tokens: int | None, resume: bool, **kwargs) -> None:
     """Train a LoRA adapter on DATA (conversations .jsonl or a suite): smolsight finetune DATA -m M -o ADAPTER_DIR"""
-    from .finetune import TrainConfig, finetune as train
+    from .train.finetune import TrainConfig, finetune as train
 
     if kwargs.pop("adapter"):
         raise SmolsightError("finetune trains a new adapter from the base model; --adapter is for ask, eval, serve and bench")
@@ -286,7 +288,7 @@ def finetune(data: str, out: str, eval_suite: str | None, eval_max_new_tokens: i
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def merge_adapter_command(model: str, adapter: str, out: str, dtype: str | None, quiet: bool) -> None:
     """Merge an adapter into its base model: a plain model directory usable anywhere a model is."""
-    from .finetune import merge_adapter
+    from .train.merge import merge_adapter
 
     click.echo(merge_adapter(model, adapter, out, dtype, quiet))
 
@@ -332,7 +334,7 @@ def without_preset(command: click.Command) -> click.Command:
 def compare_presets(args: tuple[str, ...], columns: str, as_json: bool, **kwargs) -> None:
     """Answer MEDIA... PROMPT under several presets; print tokens, time, finish reason and repetition
     metrics side by side. Knobs given (e.g. --max-new-tokens) apply to every column."""
-    from .compare import compare, format_table, plan, to_json
+    from .evals.presets import columns_table, compare, plan, to_json
 
     *media, prompt = args
     kwargs["preset"] = None
@@ -340,4 +342,4 @@ def compare_presets(args: tuple[str, ...], columns: str, as_json: bool, **kwargs
     planned = plan(columns, knobs)
     engine = load_engine(kwargs)
     results = compare(engine, engine.request(list(media), prompt, **settings), planned)
-    click.echo(json.dumps(to_json(results), ensure_ascii=False) if as_json else format_table(results))
+    click.echo(json.dumps(to_json(results), ensure_ascii=False) if as_json else columns_table(results))

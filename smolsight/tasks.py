@@ -11,7 +11,10 @@ filled from the `subject` argument, else from `DEFAULT_SUBJECTS`, which follow t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .errors import SmolsightError
+from .text import has_cjk, normalise
 
 TASKS = ("describe", "accident", "trend", "count", "read", "measure", "qa")
 LANGS = ("zh", "en")
@@ -89,3 +92,49 @@ def task_prompt(task: str, lang: str = "zh", style: str = "short", subject: str 
     if subject is None:
         subject = DEFAULT_SUBJECTS.get(task, {}).get(lang, "")
     return template.format(subject=subject)
+
+
+# What `short` adds to a case's own prompt: the answer form each task's scorer reads best.
+ANSWER_INSTRUCTIONS: dict[str, dict[str, str]] = {
+    "describe": {"zh": "用一两句话回答，说出主要物体。", "en": "Answer in one or two sentences, naming the main objects."},
+    "accident": {"zh": "用一两句话回答：发生了什么？", "en": "Answer in one or two sentences: what is happening?"},
+    "trend": {"zh": "用一句话回答。", "en": "Answer in one sentence."},
+    "count": {"zh": "只回答一个数字。", "en": "Answer with a number only."},
+    "read": {"zh": "只输出这些文字。", "en": "Output only the text."},
+    "measure": {"zh": "只回答一个以厘米为单位的数字。", "en": "Answer with a number of centimetres only."},
+    "qa": {"zh": "用一句话回答。", "en": "Answer in one sentence."},
+}
+
+
+def guess_lang(text: str) -> str:
+    """zh when the text has any Chinese character, else en."""
+    return "zh" if has_cjk(text) else "en"
+
+
+def styled_prompt(task: str, prompt: str | None = None, lang: str | None = None, style: str = "short") -> str:
+    """`prompt` made to ask for `task`'s answer form in `style`, or the task's own prompt when
+    there is none. `lang` defaults to the prompt's language (zh without a prompt)."""
+    lang = lang or (guess_lang(prompt) if prompt else "zh")
+    if not prompt:
+        return task_prompt(task, lang, style)
+    task_prompt(task, lang, style)  # checks task, language and style names
+    instruction = ANSWER_INSTRUCTIONS[task][lang]
+    if style == "raw" or normalise(instruction) in normalise(prompt):
+        return prompt
+    return f"{prompt.rstrip()}{'' if lang == 'zh' else ' '}{instruction}"
+
+
+def task_question(args: list[str], task: str, lang: str | None = None) -> tuple[list[str], str]:
+    """`ask --task`'s media and prompt: the last argument is the prompt, with the task's answer
+    instruction appended; when it names an existing file, every argument is media and the
+    task's own short question is asked."""
+    if _names_file(args[-1]):
+        return args, styled_prompt(task, None, lang)
+    return args[:-1], styled_prompt(task, args[-1], lang)
+
+
+def _names_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # too long for a file name, or a NUL in it: a prompt
+        return False

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from PIL import Image, ImageDraw
+from helpers import picture
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> str:
-    from smolsight.testing import make_checkpoint
+    from smolsight.checkpoints import make_checkpoint
 
     return str(make_checkpoint(tmp_path_factory.mktemp("tiny"), "tiny"))
 
@@ -19,15 +19,6 @@ def engine(tiny_checkpoint):
     from smolsight.engine import Engine
 
     return Engine.load(tiny_checkpoint, device="cpu", dtype="float32", quiet=True)
-
-
-def picture(width: int = 320, height: int = 240, seed: int = 0) -> Image.Image:
-    """A small deterministic test picture with some structure."""
-    image = Image.new("RGB", (width, height), (40 + seed * 30 % 200, 120, 200))
-    draw = ImageDraw.Draw(image)
-    draw.rectangle([width // 4, height // 4, width // 2, height // 2], fill=(220, 40 + seed * 50 % 200, 40))
-    draw.ellipse([width // 2, height // 2, width - 10, height - 10], fill=(250, 250, 0))
-    return image
 
 
 @pytest.fixture

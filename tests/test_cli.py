@@ -1,4 +1,5 @@
-"""The `smolsight` command as users run it: a real subprocess, real stdout and stderr."""
+"""The `smolsight` command: in-process (click's CliRunner) for what it does, and a real process for
+what only a process shows: the entry point and its exit status, output streaming as it is made."""
 
 from __future__ import annotations
 
@@ -7,20 +8,16 @@ import subprocess
 import sys
 
 import pytest
-from conftest import picture
+from helpers import cli as smolsight, picture, subprocess_cli
 from PIL import Image
 
 
-def smolsight(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "smolsight", *args], capture_output=True, text=True, timeout=timeout
-    )
 
 
-def test_make_checkpoint_then_ask_json(tmp_path, image_file):
-    made = smolsight("make-checkpoint", str(tmp_path / "t"), "--shape", "tiny")
+def test_entry_point_makes_a_checkpoint_then_answers_json(tmp_path, image_file):
+    made = subprocess_cli("make-checkpoint", str(tmp_path / "t"), "--shape", "tiny")
     assert made.returncode == 0, made.stderr
-    run = smolsight("ask", "--model", str(tmp_path / "t"), image_file, "请描述这张图像？", "--json")
+    run = subprocess_cli("ask", "--model", str(tmp_path / "t"), image_file, "请描述这张图像？", "--json")
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     expected = {"text", "finish_reason", "input_tokens", "output_tokens", "ttft_s", "total_s", "model", "device", "dtype"}
@@ -95,7 +92,7 @@ def test_truncated_jpeg(tmp_path, tiny_checkpoint):
     [("999m", "unknown model"), ("nobody/no-such-model", "pass a local model directory"), ("/no/such/dir", "unknown model")],
 )
 def test_unknown_models(image_file, model, words):
-    run = smolsight("ask", "-q", "--model", model, image_file, "Hi", timeout=120)
+    run = smolsight("ask", "-q", "--model", model, image_file, "Hi")
     assert run.returncode == 1 and words in run.stderr and len(run.stderr.strip().splitlines()) == 1
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from conftest import picture
+from helpers import picture
 from test_media import write_video
 
 from smolsight.engine import Chunk, Engine, Request, Result, choose_runtime, resolve_model
 from smolsight.errors import MediaError, ModelNotFoundError, SmolsightError
-from smolsight.options import resolve_options
+from smolsight.engine.options import resolve_options
 
 SEED_40 = {"preset": "seed", "max_new_tokens": 40}
 

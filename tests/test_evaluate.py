@@ -9,29 +9,21 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import picture
+from helpers import cli as smolsight, picture
 from PIL import Image
 
 from smolsight.engine import Request, Result
 from smolsight.errors import SmolsightError
-from smolsight.evaluate import (
-    case_prompt,
-    compare_runs,
-    load_run,
-    run_suite,
-    styled_prompt,
-    task_question,
-    write_comparison,
-    write_run,
-)
-from smolsight.suite import Case, load_suite
-from smolsight.synth import write_synthetic_suite
+from smolsight.evals.compare import compare_runs, write_comparison
+from smolsight.evals.results import load_run
+from smolsight.evals.runner import run_suite, write_run
+from smolsight.evals.suite import Case, case_prompt, load_suite
+from smolsight.tasks import styled_prompt, task_question
+from smolsight.evals.synth import write_synthetic_suite
 from smolsight.tasks import TASK_PROMPTS
 
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
@@ -339,8 +331,6 @@ def test_report_renders_in_chromium(tiny_run, suite, tmp_path):
 # The commands, as users run them
 
 
-def smolsight(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smolsight", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_cli_synth_eval_and_compare(tmp_path, tiny_checkpoint):
@@ -373,7 +363,7 @@ def test_cli_synth_eval_and_compare(tmp_path, tiny_checkpoint):
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, args, words):
-    run = smolsight(*[str(tmp_path / "o") if a == "OUT" else a for a in args], timeout=120)
+    run = smolsight(*[str(tmp_path / "o") if a == "OUT" else a for a in args])
     assert run.returncode == 1 and run.stderr.strip().splitlines() == [run.stderr.strip()]
     assert words in run.stderr and "Traceback" not in run.stderr
 
@@ -390,3 +380,29 @@ def test_ask_task_appends_the_answer_instruction(tiny_checkpoint, engine, image_
     sent = engine.ask(image_file, "How many shrimp? Answer with a number only.", max_new_tokens=1)
     plain = engine.ask(image_file, "How many shrimp?", max_new_tokens=1)
     assert json.loads(run.stdout)["input_tokens"] == sent.input_tokens > plain.input_tokens
+
+
+class CrashingBackend(ScriptedBackend):
+    """Raises RuntimeError (a fault of ours, not of the input) for requests with these prompts."""
+
+    def __init__(self, answers: list[str], crash_on: set[str]) -> None:
+        super().__init__(answers)
+        self.crash_on = crash_on
+
+    def ask_batch(self, requests: list[Request]) -> list[Result]:
+        if any(r.messages[-1].text in self.crash_on for r in requests):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return super().ask_batch(requests)
+
+
+def test_a_case_that_crashes_is_recorded_and_the_run_goes_on(suite, capfd):
+    accident = {c.id for c in suite if c.scenario == "accident"}
+    crash_on = {case_prompt(c, "short") for c in suite if c.id in accident}
+    backend = CrashingBackend([truth(c) for c in suite if c.id not in accident], crash_on)
+    run = run_suite(backend, suite, progress=False, batch_size=4)
+    errored = {c.id for c in run.cases if c.finish_reason == "error"}
+    assert errored == accident and len(run.cases) == len(suite)
+    assert all("RuntimeError: CUDA error" in c.detail and c.passed is False for c in run.cases if c.id in errored)
+    assert all(c.passed for c in run.cases if c.id not in errored)
+    assert run.summary()["overall"]["errors"] == len(accident)
+    assert "Traceback" in capfd.readouterr().err

@@ -12,15 +12,15 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import picture
+from helpers import picture
 
-from smolsight import fastpaths
+from smolsight.engine import fastpaths
 from smolsight.cli import main
 from smolsight.engine import Engine, Request
 from smolsight.errors import SmolsightError
-from smolsight.fastpaths import FastPaths, Int8DecodeLinear, default_fast_paths, growing_layer_class, parse_fast_paths
-from smolsight.options import resolve_options
-from smolsight.prompts import Message
+from smolsight.engine.fastpaths import FastPaths, Int8DecodeLinear, default_fast_paths, growing_layer_class, parse_fast_paths
+from smolsight.engine.options import resolve_options
+from smolsight.engine.prompts import Message
 
 # Share of leading greedy tokens the int8 path must reproduce, averaged over the requests below
 # (docs/performance.md: 0.58-0.68 measured on the tiny checkpoint, whose random logits have small gaps).

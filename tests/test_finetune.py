@@ -6,27 +6,24 @@ from __future__ import annotations
 import json
 import random
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import cli as smolsight
 import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
-from smolsight.dataset import IGNORE, DataError, collate, encode, load_examples
+from smolsight.train.dataset import IGNORE, DataError, collate, encode, load_examples
 from smolsight.engine import Engine
 from smolsight.errors import SmolsightError
-from smolsight.finetune import TRAINER_STATE, TrainConfig, add_lora, finetune, latest_checkpoint
+from smolsight.train.finetune import TRAINER_STATE, TrainConfig, add_lora, finetune, latest_checkpoint
 
 QUESTION = "How many dots? Answer with a number only."  # the short style's own wording, so eval sends it as is
 # Settings under which the tiny random model memorises 20 pictures in a few seconds of CPU.
 FAST = dict(rank=16, alpha=64, dropout=0.0, learning_rate=3e-3, batch_size=4, split=False)
 
 
-def smolsight(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smolsight", *args], capture_output=True, text=True, timeout=300)
 
 
 def dots_picture(count: int, seed: int) -> Image.Image:
@@ -151,8 +148,8 @@ def test_a_suite_is_training_data(tmp_path, dots):
     answers = {e.id: e.turns[-1].text for e in data.examples}
     assert answers == {"n": "37", "x": "14.7", "t": "NEU-505", "c": "shut", "h": "The left side is hotter.", "k": "火、烟"}
     assert [line.split(": ")[1] for line in data.skipped] == ["case 'f'"]
-    from smolsight.evaluate import case_prompt
-    from smolsight.scoring import score
+    from smolsight.evals.suite import case_prompt
+    from smolsight.evals.scoring import score
 
     for example in data.examples:  # each trained answer is one its own scorer accepts, asked as eval asks
         assert score(example.turns[-1].text, example.case).passed, example.id
@@ -218,7 +215,7 @@ def test_connector_and_encoder_train_only_when_asked(tiny_checkpoint, option, wh
 
 
 def test_training_learns_the_counts(trained, dots):
-    from smolsight.evaluate import load_run
+    from smolsight.evals.results import load_run
 
     losses = trained.epoch_losses
     assert len(losses) == 30 and losses[-1] < 0.5 * losses[0]
@@ -293,7 +290,7 @@ def test_gradient_accumulation_steps_once_per_group_of_batches(dots, tiny_checkp
 
 
 def test_held_out_split_is_evaluated_before_and_after(dots, tiny_checkpoint, tmp_path):
-    from smolsight.evaluate import load_run
+    from smolsight.evals.results import load_run
 
     config = TrainConfig(epochs=1, eval_split=0.25, **FAST)
     result = finetune(dots / "data.jsonl", tiny_checkpoint, tmp_path / "a", config, device="cpu", dtype="float32", eval_max_new_tokens=8, progress=False, quiet=True)

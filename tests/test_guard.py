@@ -6,20 +6,18 @@ from __future__ import annotations
 import json
 import math
 import random
-import subprocess
-import sys
 import time
 from dataclasses import fields
 
 import numpy as np
 import pytest
-from conftest import picture
+from helpers import cli, picture
 
-from smolsight.compare import COLUMNS, compare, format_table, plan, preview
-from smolsight.decoding import LAYOUT_CHARS, LAYOUT_SPAN_FACTOR, LoopGuard, layout_tokens, make_guard
+from smolsight.evals.presets import COLUMNS, columns_table, compare, plan, preview
+from smolsight.engine.decoding import LAYOUT_CHARS, LAYOUT_SPAN_FACTOR, LoopGuard, layout_tokens, make_guard
 from smolsight.errors import SmolsightError
-from smolsight.options import GenerationOptions, resolve_options
-from smolsight.redundancy import RepetitionMetrics
+from smolsight.engine.options import GenerationOptions, resolve_options
+from smolsight.engine.redundancy import RepetitionMetrics
 
 DEFAULTS = GenerationOptions()
 # The tiny checkpoint's greedy answer to this loops from its third token to any limit (seed),
@@ -286,9 +284,9 @@ def test_plan_rejects_bad_columns(spec, message):
 def test_compare_presets_command(tiny_checkpoint, tmp_path):
     image = tmp_path / "truck.png"
     picture(seed=LOOPING_INPUT[0]).save(image)
-    base = [sys.executable, "-m", "smolsight", "compare-presets", str(image), LOOPING_INPUT[1], "-q",
+    base = ["compare-presets", str(image), LOOPING_INPUT[1], "-q",
             "--model", tiny_checkpoint, "--dtype", "float32", "--max-new-tokens", str(LIMIT)]  # fmt: skip
-    run = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=300)
+    run = cli(*base, "--json")
     assert run.returncode == 0, run.stderr
     columns = {c["name"]: c for c in json.loads(run.stdout)["columns"]}
     assert list(columns) == ["seed", "guard-only", "precise"]
@@ -298,7 +296,7 @@ def test_compare_presets_command(tiny_checkpoint, tmp_path):
     assert seed["text"].startswith(guard["text"])
     assert columns["guard-only"]["options"]["loop_guard"] is True and columns["seed"]["options"]["loop_guard"] is False
 
-    bad = subprocess.run([*base, "--presets", "seed,fast"], capture_output=True, text=True, timeout=300)
+    bad = cli(*base, "--presets", "seed,fast")
     assert bad.returncode == 1 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == ["error: unknown preset(s) fast in --presets; choose from seed, guard-only, precise, creative"]
 
@@ -306,11 +304,16 @@ def test_compare_presets_command(tiny_checkpoint, tmp_path):
 def test_table_lists_every_measure_per_column(engine):
     request = engine.request(picture(seed=LOOPING_INPUT[0]), LOOPING_INPUT[1])
     columns = compare(engine, request, plan("seed,guard-only", {"max_new_tokens": 40}))
-    table = format_table(columns)
-    header, *rows = table.splitlines()
-    assert header.split() == ["seed", "guard-only"]
-    labels = [" ".join(row.split()[:-2]) for row in rows if row and not row.startswith("[")]
+    table = columns_table(columns)
+    header, rule, *rows = table.splitlines()
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip() for cell in line.split("|")]
+
+    assert cells(header) == ["", "seed", "guard-only"] and set(rule) <= {"-", "+"}
+    labels = [cells(row)[0] for row in rows if "|" in row]
     assert labels[:5] == ["tokens generated", "time (s)", "first token (s)", "tokens/s", "finish reason"]
     assert "looped" in labels and "distinct_4" in labels
-    assert rows[0].split()[-2:] == [str(columns[0].result.output_tokens), str(columns[1].result.output_tokens)]
+    assert cells(rows[0])[1:] == [str(columns[0].result.output_tokens), str(columns[1].result.output_tokens)]
+    assert len({len(line) for line in [header, rule, *rows[:3]]}) == 1  # columns line up
     assert f"[guard-only] {preview(columns[1].result.text)}" in table

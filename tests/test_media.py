@@ -7,11 +7,11 @@ import io
 
 import numpy as np
 import pytest
-from conftest import picture
+from helpers import picture
 from PIL import Image
 
 from smolsight.errors import LimitError, MediaError
-from smolsight.media import load_image, load_video
+from smolsight.engine.media import load_image, load_video
 
 
 def encoded(image: Image.Image, fmt: str, **save) -> bytes:
@@ -131,7 +131,7 @@ def test_http_url_on_loopback(tmp_path):
     try:
         base = f"http://127.0.0.1:{server.server_port}"
         assert load_image(f"{base}/cam.png").size == (50, 40)
-        with pytest.raises(MediaError, match="could not be fetched"):
+        with pytest.raises(MediaError, match="answered HTTP 404"):
             load_image(f"{base}/missing.png")
     finally:
         server.shutdown()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from smolsight.redundancy import (
+from smolsight.engine.redundancy import (
     RepetitionMetrics,
     remove_repeated_sentences,
     repetition_metrics,

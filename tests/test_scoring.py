@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from smolsight.scoring import (
+from smolsight.evals.scoring import (
     SCORERS,
     anls,
     canonical_direction,
@@ -15,7 +15,7 @@ from smolsight.scoring import (
     read_number,
     score,
 )
-from smolsight.suite import Case
+from smolsight.evals.suite import Case
 from smolsight.tasks import TASK_PROMPTS, task_prompt
 
 

@@ -25,13 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
-from conftest import picture
+from helpers import picture
 from test_media import write_video
 
 from smolsight.engine import Chunk
 from smolsight.errors import LimitError, MediaError
-from smolsight.protocol import UrlPolicy, fetch
-from smolsight.server import BackgroundServer, ServerSettings, create_app
+from smolsight.engine.fetch import UrlPolicy, fetch
+from helpers import BackgroundServer
+from smolsight.serve.app import create_app
+from smolsight.serve.settings import ServerSettings
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -332,11 +334,11 @@ def picture_site():
 def test_url_fetching_policy(picture_site):
     base, png = picture_site
     with pytest.raises(MediaError, match="does not fetch URLs"):
-        fetch(f"{base}/scene.png", UrlPolicy())
+        fetch(f"{base}/scene.png", UrlPolicy(allow_fetch=False))
     with pytest.raises(MediaError, match="non-public address 127.0.0.1"):
-        fetch(f"{base}/scene.png", UrlPolicy(allow_fetch=True))
+        fetch(f"{base}/scene.png", UrlPolicy(allow_fetch=True, allow_private=False))
     with pytest.raises(MediaError, match="non-public"):
-        fetch("http://169.254.169.254/latest/meta-data", UrlPolicy(allow_fetch=True))
+        fetch("http://169.254.169.254/latest/meta-data", UrlPolicy(allow_fetch=True, allow_private=False))
     with pytest.raises(MediaError, match="allow-list"):
         fetch(f"{base}/scene.png", UrlPolicy(allow_fetch=True, allow_list=("images.example.com",), allow_private=True))
     allowed = UrlPolicy(allow_fetch=True, allow_list=("127.0.0.1",), allow_private=True)
@@ -409,3 +411,34 @@ def test_serve_command_drains_on_sigterm(tiny_checkpoint):
         assert process.wait(30) in (0, -signal.SIGTERM)
     finally:
         process.kill()
+
+
+# ---- our own faults ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault, status, code, words",
+    [
+        (RuntimeError("boom"), 500, "server_error", "details are in the server's log"),
+        (MemoryError(), 503, "out_of_memory", "ran out of memory"),
+    ],
+)
+def test_our_own_faults_are_5xx_not_the_inputs_fault(server, engine, monkeypatch, capfd, fault, status, code, words):
+    """A crash while preparing a request (out of memory included) is the server's fault: a 5xx
+    in OpenAI's shape that blames nobody's input, the traceback in the log; the server goes on."""
+    prepare = engine.prepare
+
+    def failing(request):
+        if "CRASH" in request.messages[-1].text:
+            raise fault
+        return prepare(request)
+
+    monkeypatch.setattr(engine, "prepare", failing)
+    reply = httpx.post(f"{server.url}/v1/chat/completions", headers=AUTH, timeout=60,
+                       json={"messages": image_message("CRASH please"), "max_tokens": 2})  # fmt: skip
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    assert error["code"] == code and words in error["message"] and error["type"] == "server_error"
+    assert "Traceback" in capfd.readouterr().err
+    ok = httpx.post(f"{server.url}/v1/chat/completions", headers=AUTH, timeout=60, json={"messages": image_message(), "max_tokens": 2})
+    assert ok.status_code == 200

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from smolsight import synth
+from smolsight.evals import synth
 from smolsight.errors import SmolsightError
-from smolsight.scoring import score
-from smolsight.suite import SuiteError, load_suite
-from smolsight.synth import jet, write_synthetic_suite
+from smolsight.evals.scoring import score
+from smolsight.evals.suite import SuiteError, load_suite
+from smolsight.evals.synth import jet, write_synthetic_suite
 
 
 @pytest.fixture(scope="module")

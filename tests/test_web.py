@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from smolsight.engine import Chunk
-from smolsight.server import BackgroundServer, ServerSettings, create_app
-from smolsight.tasks import task_prompt
+from helpers import BackgroundServer
+from smolsight.serve.app import create_app
+from smolsight.serve.settings import ServerSettings
+from smolsight.tasks import styled_prompt
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -58,7 +60,7 @@ def test_upload_ask_and_see_the_streamed_answer(live, browser, engine, tmp_path)
     page.on("response", lambda response: urls.append(response.url))
     ask_on_page(page, live.url)
     playwright.expect(page.locator("#model")).to_have_text(MODEL_ID)
-    prompt = f"{QUESTION}\n{task_prompt('describe', 'en', 'short')}"
+    prompt = styled_prompt("describe", QUESTION)  # the page's task adds the answer instruction, as `ask --task` does
     expected = "".join(e.text for e in engine.stream(EXAMPLE, prompt, preset="seed", max_new_tokens=24) if isinstance(e, Chunk))
     assert page.inner_text("#answer").strip() == expected.strip()
     timings = page.inner_text("#timings")

@@ -16,6 +16,7 @@ with `smolsight.evaluate`, and the comparison is written as `smolsight eval --co
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -29,7 +30,8 @@ from pathlib import Path
 import torch
 
 from .dataset import IGNORE, Example, collate, encode, evaluation_suite, load_examples, split_examples
-from .errors import SmolsightError
+from ..console import log
+from ..errors import SmolsightError
 
 TEXT_TARGETS = r".*text_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 CHECKPOINTS = "checkpoints"
@@ -102,7 +104,7 @@ class FinetuneResult:
 def load_training_engine(model: str, device: str | None, dtype: str | None, attn: str | None, qlora: bool, quiet: bool):
     """An Engine whose model will be trained (device and dtype chosen as for inference), without
     inference fast paths: their int8 copies of layers are not trainable."""
-    from .engine import Engine
+    from ..engine import Engine
 
     if qlora:
         return quantized_engine(model, attn, quiet)
@@ -118,22 +120,19 @@ def quantized_engine(model: str, attn: str | None, quiet: bool):
     if not torch.cuda.is_available():
         raise SmolsightError("--qlora needs a CUDA GPU (bitsandbytes 4-bit weights); none is available")
     from peft import prepare_model_for_kbit_training
-    from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
 
-    from .engine import Engine, choose_runtime, log, resolve_model
+    from ..engine import Engine, choose_runtime
+    from ..engine.loading import load_model
 
-    source = resolve_model(model)
     device, dtype, attn = choose_runtime("cuda", "bfloat16", attn)
     quantization = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=["vision_model", "connector", "lm_head"],
     )  # fmt: skip
-    log(f"Loading {source} in 4-bit on {device} ({attn})…", quiet)
-    network = AutoModelForImageTextToText.from_pretrained(
-        source, dtype=torch.bfloat16, attn_implementation=attn, quantization_config=quantization, device_map={"": device}
-    )
+    network, processor = load_model(model, device, dtype, attn, quiet=quiet, quantization=quantization, note="; 4-bit")
     network = prepare_model_for_kbit_training(network, use_gradient_checkpointing=False)
-    return Engine(network, AutoProcessor.from_pretrained(source), model, device, dtype, attn)
+    return Engine(network, processor, model, device, dtype, attn)
 
 
 def add_lora(network, config: TrainConfig, resume_from: Path | None):
@@ -274,7 +273,7 @@ def finetune(
     """Train a LoRA adapter on DATA into OUT_DIR; evaluate before and after when there is an
     evaluation set (a held-out `config.eval_split`, or `eval_suite`), answering with the default
     preset, capped at `eval_max_new_tokens` when given."""
-    say = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    say = functools.partial(log, quiet=quiet)
     out = Path(out_dir)
     train, suite, skipped = training_sets(data, config, eval_suite, say)
     checkpoint, state = resume_point(out, config, resume)
@@ -354,7 +353,7 @@ def evaluation_set(held: list[Example], eval_suite: str | Path | None, source: P
     if held:
         return evaluation_suite(held, f"{source.stem} (held out)", source)
     if eval_suite is not None:
-        from .suite import load_suite
+        from ..evals.suite import load_suite
 
         return load_suite(eval_suite)
     return None
@@ -363,7 +362,8 @@ def evaluation_set(held: list[Example], eval_suite: str | Path | None, source: P
 def evaluate(engine, suite, config: TrainConfig, limits: dict, out_dir: Path, label: str, progress: bool):
     """Run the suite with the training's processing settings; keep an earlier `before` run
     when resuming, since the base model has not changed."""
-    from .evaluate import load_run, run_suite, write_run
+    from ..evals.results import load_run
+    from ..evals.runner import run_suite, write_run
 
     if label == "before" and (out_dir / "results.json").is_file():
         return load_run(out_dir)
@@ -374,31 +374,7 @@ def evaluate(engine, suite, config: TrainConfig, limits: dict, out_dir: Path, la
 
 
 def compare(before, after, out_dir: Path) -> str:
-    from .evaluate import compare_runs, write_comparison
+    from ..evals.compare import compare_runs, write_comparison
 
     write_comparison([before, after], out_dir)
     return compare_runs([before, after])
-
-
-# ---------------------------------------------------------------------------------------------
-# Merging
-
-
-def merge_adapter(model: str, adapter: str, out_dir: str | Path, dtype: str | None = None, quiet: bool = False) -> Path:
-    """A plain model directory (weights with the adapter merged in, and the processor), loadable
-    by `Engine.load` and `AutoModelForImageTextToText`. Merged in float32 on the CPU, saved in
-    `dtype` (default: the base checkpoint's own dtype)."""
-    from transformers import AutoConfig
-
-    from .engine import Engine, resolve_model
-
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise SmolsightError(f"{out} is not empty; merge into a new directory")
-    stored = getattr(AutoConfig.from_pretrained(resolve_model(model)), "dtype", None) or "float32"
-    target = dtype or str(stored).removeprefix("torch.")
-    engine = Engine.load(model, device="cpu", dtype="float32", adapter=adapter, quiet=quiet, fast="none")
-    engine.model.to(getattr(torch, target)).save_pretrained(out)
-    engine.processor.save_pretrained(out)
-    return out
-

@@ -22,31 +22,11 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from .engine import Chunk, Engine, Request, Result
-from .errors import LimitError, SmolsightError
+from ..engine import Chunk, Engine, Request, Result
+from ..errors import LimitError, SmolsightError
+from .errors import QueueFullError, ShuttingDownError, fault
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300)
-
-
-class QueueFullError(SmolsightError):
-    http_status = 429
-    code = "queue_full"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class ShuttingDownError(SmolsightError):
-    http_status = 503
-    code = "shutting_down"
-
-
-class GenerationError(SmolsightError):
-    """The engine failed while generating: the server's fault, not the request's."""
-
-    http_status = 500
-    code = "generation_failed"
 
 
 class Metrics:
@@ -205,7 +185,7 @@ class Batcher:
             traceback.print_exc()
             for ticket in admitted:
                 if ticket.finished is None:
-                    ticket.push(GenerationError(f"generation failed: {type(exc).__name__}: {exc}"))
+                    ticket.push(fault(exc, "generating"))
         self.recent_batch_s = 0.8 * self.recent_batch_s + 0.2 * (time.perf_counter() - started)
 
     def admit(self, tickets: list[Ticket]) -> tuple[list[Ticket], list[dict]]:
@@ -222,8 +202,9 @@ class Batcher:
             except SmolsightError as exc:
                 ticket.push(exc)
                 continue
-            except Exception as exc:  # noqa: BLE001 - processing user input; the input is at fault
-                ticket.push(SmolsightError(f"the request could not be processed: {type(exc).__name__}: {exc}"))
+            except Exception as exc:  # noqa: BLE001 - our fault (input problems are SmolsightErrors): log it, answer 5xx
+                traceback.print_exc()
+                ticket.push(fault(exc, "preparing the request"))
                 continue
             limit = self.settings.max_input_tokens
             tokens = len(inputs["input_ids"])

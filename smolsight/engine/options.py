@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from .errors import SmolsightError
+from ..errors import SmolsightError
 
 
 @dataclass(frozen=True)

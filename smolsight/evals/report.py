@@ -12,13 +12,10 @@ import io
 from collections.abc import Callable
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .errors import SmolsightError
-from .media import is_video, load_image, load_video
-
-if TYPE_CHECKING:
-    from .evaluate import CaseResult, Run
+from ..errors import SmolsightError
+from ..engine.media import is_video, load_image, load_video
+from .results import CaseResult, Run
 
 THUMB_SIZE = (200, 150)
 PALETTE = ("#3b6fb6", "#e07b28", "#4a9a5b", "#a14da0", "#c9413a", "#6b6b6b")

@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .errors import SmolsightError
-from .media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_video, load_image
-from .prompts import Message, chat_text
-from .suite import jsonl_lines
+from ..errors import SmolsightError
+from ..engine.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_video, load_image
+from ..engine.prompts import Message, chat_text
+from ..evals.suite import jsonl_lines
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .suite import Case, Suite
+    from ..engine import Engine
+    from ..evals.suite import Case, Suite
 
 IGNORE = -100  # label of tokens left out of the loss (torch's cross-entropy ignore_index)
 CONVERSATION_KEYS = {"id", "media", "messages"}
@@ -170,8 +170,7 @@ def check_unique_ids(examples: list[Example]) -> None:
 
 def examples_from_suite(path: Path, prompt_style: str) -> TrainingData:
     """Each answerable case as one user/assistant turn; the others listed as skipped."""
-    from .evaluate import case_prompt
-    from .suite import load_suite
+    from ..evals.suite import case_prompt, load_suite
 
     suite = load_suite(path)
     examples, skipped = [], []
@@ -204,7 +203,7 @@ def answer_text(case: Case) -> str | None:
 
 def trend_sentence(direction: str, lang: str) -> str:
     """A direction of `smolsight.scoring` (left_hotter, moves_up …) said in one sentence."""
-    from .scoring import canonical_direction
+    from ..evals.scoring import canonical_direction
 
     canonical = canonical_direction(direction)
     if canonical.startswith("moves_"):
@@ -233,7 +232,7 @@ def split_examples(examples: list[Example], fraction: float, seed: int) -> tuple
 
 def evaluation_suite(examples: list[Example], name: str, path: Path) -> Suite:
     """Held-out examples as a suite: their own case, or the first question and answer scored by ANLS."""
-    from .suite import Case, Suite
+    from ..evals.suite import Case, Suite
 
     cases = []
     for example in examples:
@@ -252,7 +251,7 @@ def evaluation_suite(examples: list[Example], name: str, path: Path) -> Suite:
 
 def messages_of(example: Example, engine: Engine, settings: dict) -> list[Message]:
     """The example's turns as engine messages, its media loaded into the first user turn."""
-    from .engine import Request
+    from ..engine import Request
 
     messages = [Message(turn.role, turn.text) for turn in example.turns]
     first_user = next(m for m in messages if m.role == "user")
@@ -267,7 +266,7 @@ def encode(example: Example, engine: Engine, settings: dict) -> dict[str, torch.
     """input_ids and labels (IGNORE outside answers), plus the processor's pixel tensors.
 
     `settings` are Request processing settings (image_size, split, video_fps, max_frames)."""
-    from .engine import Request
+    from ..engine import Request
 
     messages = messages_of(example, engine, settings)
     end = engine.tokenizer.eos_token

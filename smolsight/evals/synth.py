@@ -26,8 +26,8 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import SmolsightError
-from .tasks import LANGS, task_prompt
+from ..errors import SmolsightError
+from ..tasks import LANGS, task_prompt
 
 Colour = tuple[int, int, int]
 SIDES = ("left", "right", "top", "bottom")

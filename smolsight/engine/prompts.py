@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from .errors import SmolsightError
+from ..errors import SmolsightError
 from .media import Video
 
 ROLES = ("system", "user", "assistant")

@@ -10,31 +10,26 @@ cancellation and the token limit, each per row.
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from . import openmp  # noqa: F401  (must come before torch)
 
 import torch  # noqa: E402
 
-from . import decoding, fastpaths
-from .errors import MediaError, ModelNotFoundError, SmolsightError
+from . import decoding
+
+from . import fastpaths
+from ..errors import MediaError
 from .fastpaths import FastPaths
+from .loading import DEFAULT_MODEL, choose_runtime, load_model
 from .media import DEFAULT_MAX_PIXELS, MediaInput, Video, is_video, load_image, load_video
 from .options import GenerationOptions, resolve_options
 from .prompts import Message, chat_text, images_of, validate, video_of
 from .redundancy import remove_repeated_sentences, repetition_metrics
 
-ALIASES = {
-    "256m": "HuggingFaceTB/SmolVLM2-256M-Video-Instruct",
-    "500m": "HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
-    "2.2b": "HuggingFaceTB/SmolVLM2-2.2B-Instruct",
-}
-DEFAULT_MODEL = "256m"
 VISION_CACHE_SIZE = 32
 
 
@@ -97,61 +92,6 @@ class Result:
         return data
 
 
-def resolve_model(name: str) -> str:
-    """An alias, a local directory, or a hub id."""
-    if name.lower() in ALIASES:
-        return ALIASES[name.lower()]
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"model directory {name} has no config.json")
-        return str(path)
-    if name.count("/") != 1 or name.startswith(("/", ".", "~")):
-        raise ModelNotFoundError(
-            f"unknown model {name!r}: use an alias ({', '.join(ALIASES)}), a hub id like "
-            "HuggingFaceTB/SmolVLM2-256M-Video-Instruct, or a local directory"
-        )
-    return name
-
-
-def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX make bf16 matmuls fast on CPU; elsewhere bf16 is emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def choose_runtime(device: str | None, dtype: str | None, attn: str | None) -> tuple[str, str, str]:
-    """Device, dtype and attention: automatic unless given."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SmolsightError("device cuda was asked for but no CUDA GPU is available")
-    if dtype is None:
-        dtype = "bfloat16" if device.startswith("cuda") or cpu_has_bf16() else "float32"
-    if dtype not in ("bfloat16", "float16", "float32"):
-        raise SmolsightError(f"unknown dtype {dtype!r}; use bfloat16, float16 or float32")
-    if attn is None:
-        attn = "sdpa"
-        if device.startswith("cuda"):
-            try:
-                import flash_attn  # noqa: F401
-
-                attn = "flash_attention_2"
-            except ImportError:
-                pass
-    if attn not in ("sdpa", "eager", "flash_attention_2"):
-        raise SmolsightError(f"unknown attention {attn!r}; use sdpa, eager or flash_attention_2")
-    return device, dtype, attn
-
-
-def log(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(message, file=sys.stderr, flush=True)
-
-
 class Engine:
     def __init__(self, model, processor, name: str, device: str, dtype: str, attn: str, fast: FastPaths = FastPaths()) -> None:
         self.model = model
@@ -167,7 +107,7 @@ class Engine:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.layout = decoding.layout_tokens(self.tokenizer, model.config.text_config.vocab_size)
         self.vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self.step = fastpaths.decode_step(model, fast)  # the model's forward, compiled if asked
+        self.decode_forward = fastpaths.decode_step(model, fast)  # the model's one-token forward, compiled if asked
 
     @classmethod
     def load(
@@ -181,31 +121,13 @@ class Engine:
         fast: FastPaths | str | None = None,
     ) -> "Engine":
         """`fast`: the speed-ups to apply (a `FastPaths`, or a spec like 'int8,static_cache' or 'none');
-        None takes what measured as a win on the device (see smolsight.fastpaths)."""
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-        from transformers.utils import logging as hf_logging
-
-        source = resolve_model(model)
+        None takes what measured as a win on the device (see smolsight.engine.fastpaths)."""
         device, dtype, attn = choose_runtime(device, dtype, attn)
         if not isinstance(fast, FastPaths):
             fast = fastpaths.parse_fast_paths(fast, device)
-        if quiet:
-            hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-        log(f"Loading {source} on {device} ({dtype}, {attn}; fast paths: {', '.join(fast.names()) or 'none'})…", quiet)
-        if not Path(source).exists():
-            ensure_hub_reachable(source)
-        try:
-            processor = AutoProcessor.from_pretrained(source)
-            network = AutoModelForImageTextToText.from_pretrained(source, dtype=getattr(torch, dtype), attn_implementation=attn)
-        except (OSError, ValueError) as exc:
-            hint = "" if Path(source).exists() else " (no network? pass a local model directory, e.g. one made by `smolsight make-checkpoint`)"
-            raise ModelNotFoundError(f"could not load model {model!r}: {str(exc).splitlines()[0]}{hint}") from None
-        if adapter:
-            network = attach_adapter(network, adapter)
-        network.to(device).eval()
+        network, processor = load_model(model, device, dtype, attn, adapter=adapter, quiet=quiet,
+                                         note=f"; fast paths: {', '.join(fast.names()) or 'none'}")
         fastpaths.apply(network, fast, device)
-        processor.tokenizer.padding_side = "left"
         return cls(network, processor, model, device, dtype, attn, fast)
 
     @property
@@ -346,7 +268,7 @@ class Engine:
                 return
             step = torch.tensor([[self.pad_id if row.done else t] for row, t in zip(rows, tokens.tolist())], device=self.device)
             positions = positions[:, -1:] + 1
-            output = self.step(input_ids=step, attention_mask=mask.advance(), position_ids=positions, cache=cache, use_cache=True)
+            output = self.decode_forward(input_ids=step, attention_mask=mask.advance(), position_ids=positions, cache=cache, use_cache=True)
 
     def choosers(self, rows: list["RowState"], prompt_ids: torch.Tensor) -> list[tuple[list[int], decoding.TokenChooser]]:
         """One token chooser per distinct set of options, over the rows that share it."""
@@ -445,32 +367,3 @@ class RowState:
         return ""
 
 
-def ensure_hub_reachable(repo_id: str) -> None:
-    """Fail in a second, not after minutes of retries, when a hub model is neither cached nor reachable."""
-    import os
-    import socket
-
-    from huggingface_hub import try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str) or os.environ.get("HF_HUB_OFFLINE"):
-        return
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=5).close()
-    except OSError:
-        raise ModelNotFoundError(
-            f"model {repo_id!r} is not in the local cache and huggingface.co cannot be reached; "
-            "pass a local model directory instead (e.g. one made by `smolsight make-checkpoint`)"
-        ) from None
-
-
-def attach_adapter(model, adapter: str):
-    import warnings
-
-    from peft import PeftModel
-
-    if not Path(adapter, "adapter_config.json").is_file():
-        raise ModelNotFoundError(f"adapter directory {adapter} has no adapter_config.json")
-    with warnings.catch_warnings():
-        # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`; nothing to act on.
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        return PeftModel.from_pretrained(model, adapter).merge_and_unload()

@@ -7,10 +7,7 @@ that names the input and what was wrong with it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
-import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +16,14 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import LimitError, MediaError
+from ..errors import LimitError, MediaError
+from .fetch import LOCAL_USER, decode_base64, decode_data_uri, describe, fetch
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov"}
+# The one list of media file types: suites, training data and `ask` all take these.
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".avi", ".mkv", ".webm", ".mov"}
 DEFAULT_MAX_PIXELS = 64_000_000
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
-URL_TIMEOUT_S = 20
 
 MediaInput = Union[str, Path, bytes, Image.Image, "Video"]
 
@@ -43,16 +41,6 @@ class Video:
     @property
     def duration(self) -> float:
         return self.total_frames / self.fps
-
-
-def describe(src: object) -> str:
-    """A short name for an input, for error messages (never dumps a whole base64 string)."""
-    if isinstance(src, (str, Path)):
-        text = str(src)
-        return text if len(text) <= 80 else text[:60] + "…"
-    if isinstance(src, bytes):
-        return f"<{len(src)} bytes>"
-    return f"<{type(src).__name__}>"
 
 
 def is_video(src: object) -> bool:
@@ -74,7 +62,7 @@ def read_source(src: str | Path | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     if text.startswith("data:"):
         return decode_data_uri(text)
     if text.startswith(("http://", "https://")):
-        return fetch_url(text, max_bytes)
+        return fetch(text, LOCAL_USER)
     path = Path(text).expanduser()
     if path.is_file():
         if path.stat().st_size > max_bytes:
@@ -85,31 +73,6 @@ def read_source(src: str | Path | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     if path.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES or len(text) < 64:
         raise MediaError(f"{describe(src)}: no such file")
     return decode_base64(text, describe(src))
-
-
-def decode_data_uri(uri: str) -> bytes:
-    header, sep, payload = uri.partition(",")
-    if not sep or ";base64" not in header:
-        raise MediaError(f"{describe(uri)}: only base64 data URIs are supported (data:<type>;base64,...)")
-    return decode_base64(payload, describe(uri))
-
-
-def decode_base64(payload: str, name: str) -> bytes:
-    try:
-        return base64.b64decode(payload.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise MediaError(f"{name}: not valid base64") from None
-
-
-def fetch_url(url: str, max_bytes: int) -> bytes:
-    try:
-        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response:
-            data = response.read(max_bytes + 1)
-    except OSError as exc:
-        raise MediaError(f"{describe(url)}: could not be fetched ({exc})") from None
-    if len(data) > max_bytes:
-        raise LimitError(f"{describe(url)}: larger than {max_bytes} bytes")
-    return data
 
 
 def load_image(src: MediaInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -133,7 +96,7 @@ def load_image(src: MediaInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
     except Image.DecompressionBombError:
         raise LimitError(f"{name}: image has too many pixels (decompression bomb guard)") from None
     except UnidentifiedImageError:
-        raise MediaError(f"{name}: not an image smolsight can read (PNG, JPEG, WebP, BMP, GIF)") from None
+        raise MediaError(f"{name}: not an image smolsight can read (PNG, JPEG, WebP, BMP, GIF, TIFF)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise MediaError(f"{name}: corrupt or truncated image ({exc})") from None
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import SmolsightError
+from ..errors import SmolsightError
 
 STATIC_CACHE_STEP = 256
 BUSY_CORES = 0.5  # other processes' use, in cores, above which decode steps run on one thread

@@ -12,12 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
-from .errors import SmolsightError
-from .options import PRESETS, GenerationOptions, resolve_options
-from .redundancy import RepetitionMetrics
+from ..console import format_table
+from ..errors import SmolsightError
+from ..engine.options import PRESETS, GenerationOptions, resolve_options
+from ..engine.redundancy import RepetitionMetrics
 
 if TYPE_CHECKING:
-    from .engine import Engine, Request, Result
+    from ..engine import Engine, Request, Result
 
 # Column name -> (preset, fixed overrides). Each preset is a column of its own; guard-only is seed + guard.
 COLUMNS: dict[str, tuple[str, dict]] = {
@@ -71,7 +72,7 @@ def compare(engine: Engine, request: Request, columns: list[tuple[str, Generatio
     return [Column(name, options, engine.ask_batch([replace(request, options=options)])[0]) for name, options in columns]
 
 
-def format_table(columns: list[Column]) -> str:
+def columns_table(columns: list[Column]) -> str:
     """One row per measure, one column per preset, then a preview of each answer."""
     rows: list[tuple[str, list[str]]] = [
         ("tokens generated", [str(c.result.output_tokens) for c in columns]),
@@ -82,13 +83,8 @@ def format_table(columns: list[Column]) -> str:
         ("removed chars", [str(c.result.removed_chars) for c in columns]),
         *((metric, [show(c.result.metrics.get(metric)) for c in columns]) for metric in METRIC_ROWS),
     ]
-    header = ("", [c.name for c in columns])
-    first = max(len(label) for label, _ in [header, *rows])
-    widths = [max(len(cells[i]) for _, cells in [header, *rows]) for i in range(len(columns))]
-    lines = [
-        "  ".join([label.ljust(first), *(cell.rjust(width) for cell, width in zip(cells, widths))]).rstrip()
-        for label, cells in [header, *rows]
-    ]
+    names = [c.name for c in columns]
+    lines = [format_table(["", *names], [[label, *cells] for label, cells in rows], right=tuple(range(1, len(names) + 1)))]
     for column in columns:
         lines += ["", f"[{column.name}] {preview(column.result.text)}"]
     return "\n".join(lines)

@@ -56,18 +56,19 @@ Unknown keys are errors, so a misspelt `expectd` does not silently leave a case 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from .errors import SmolsightError
+from ..console import format_table
+from ..engine.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from ..errors import SmolsightError
 from .scoring import SCORERS, canonical_direction
-from .tasks import TASKS
+from ..tasks import STYLES, TASKS, styled_prompt, task_prompt
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 SCENARIO_TASKS = {
     "scenery": "describe",
     "accident": "accident",
@@ -289,3 +290,39 @@ def load_suite(path: str | Path) -> Suite:
         cases.append(case)
     name = header.get("name") or (file.parent.name if file.stem == "suite" else file.stem)
     return Suite(name=name, path=file, description=header.get("description", ""), meta=header.get("meta") or {}, cases=cases)
+
+
+def case_prompt(case: Case, style: str) -> str:
+    """The prompt the runner sends for `case` in `style` (rules in the module docstring)."""
+    if case.task not in TASKS:
+        return case.prompt
+    built_in = {task_prompt(case.task, case.lang, s, case.subject) for s in STYLES}
+    if case.prompt is None or case.prompt in built_in:
+        return task_prompt(case.task, case.lang, style, case.subject)
+    return styled_prompt(case.task, case.prompt, case.lang, style)
+
+
+def suite_summary(suite: Suite) -> str:
+    """What a suite holds, per scenario: case count, tasks, answer types and languages."""
+    rows = []
+    for name in dict.fromkeys(c.scenario for c in suite):
+        cases = [c for c in suite if c.scenario == name]
+        rows.append([name, str(len(cases)), *(", ".join(sorted({str(getattr(c, key)) for c in cases})) for key in ("task", "answer_type", "lang"))])
+    table = format_table(["scenario", "cases", "tasks", "answer types", "languages"], rows)
+    return f"{suite.name}: {len(suite)} cases in {suite.path}\n{table}"
+
+
+def select_cases(suite: Suite, scenarios: Iterable[str] | None = None, limit: int | None = None) -> list[Case]:
+    """The suite's cases in the given scenarios (all when None), at most `limit` of them."""
+    cases = list(suite.cases)
+    if scenarios:
+        wanted, known = set(scenarios), {c.scenario for c in cases}
+        unknown = wanted - known
+        if unknown:
+            raise SmolsightError(f"no scenario {', '.join(sorted(unknown))} in suite {suite.name}; it has {', '.join(sorted(known))}")
+        cases = [c for c in cases if c.scenario in wanted]
+    if limit is not None:
+        if limit < 1:
+            raise SmolsightError("limit must be at least 1")
+        cases = cases[:limit]
+    return cases

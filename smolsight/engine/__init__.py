@@ -1,0 +1,29 @@
+"""The engine: loading a model and the one generation path that every surface (CLI, server,
+evaluation, benchmark, fine-tuning's evaluation) goes through.
+
+Its modules, bottom up: `media` and `fetch` read images and videos; `prompts` builds SmolVLM2's
+chat format; `options` holds the generation options and presets; `decoding` chooses tokens and
+guards against loops; `redundancy` cleans and measures repeated text; `fastpaths` holds the
+speed-ups; `loading` reads a model; `engine` runs requests. Nothing here imports from the rest
+of smolsight but its shared leaves (errors, console, text).
+
+The names below load on first use, so importing a leaf such as `smolsight.engine.options` does
+not pull in torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+EXPORTS = {
+    "Engine": "engine", "Request": "engine", "Result": "engine", "Chunk": "engine",
+    "GenerationOptions": "options", "PRESETS": "options", "resolve_options": "options",
+    "resolve_model": "loading", "choose_runtime": "loading", "DEFAULT_MODEL": "loading",
+}  # fmt: skip
+__all__ = sorted(EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{EXPORTS[name]}", __name__), name)

@@ -1,0 +1,165 @@
+"""The evaluation runner: every case of a suite through a model, scored, timed and kept.
+
+`run_suite` sends each case's media and prompt to anything with the engine's
+`ask_batch(requests) -> list[Result]` (the `Engine`, or a scripted stand-in), scores the
+answers with `smolsight.scoring` and returns a `Run`: the answers, verdicts, latencies, token
+counts and repetition metrics, and the settings that produced them. `write_run` keeps a run
+as results.json plus a self-contained report.html.
+
+Prompts: a case without its own prompt, or whose prompt is one of its task's built-in prompts
+(as the synthetic suite writes them), gets the task's prompt in the chosen style: `short`
+asks for a short answer, `raw` is exactly what the field report sent. A case with a prompt of
+its own keeps it: `short` appends the task's answer instruction (unless the prompt already
+holds it), `raw` sends it unchanged. A case whose task has no built-in prompt is sent as is.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from ..engine.options import DEFAULT_PRESET, resolve_options
+from ..engine.redundancy import repetition_metrics
+from ..errors import SmolsightError
+from ..tasks import STYLES
+from .report import render_run
+from .results import CaseResult, Run
+from .scoring import score
+from .suite import Case, Suite, case_prompt, select_cases
+
+if TYPE_CHECKING:  # the engine (and torch) load only when a run starts: compare and synth stay quick
+    from ..engine import Request, Result
+
+SETTINGS = ("image_size", "split", "video_fps", "max_frames")
+
+
+class Backend(Protocol):
+    """What answers: the `Engine`, or anything else that turns requests into results in order."""
+
+    def ask_batch(self, requests: list[Request]) -> list[Result]: ...
+
+
+def run_suite(
+    engine: Backend,
+    suite: Suite,
+    preset: str | None = None,
+    prompt_style: str = "short",
+    progress: bool = True,
+    adapter_label: str | None = None,
+    *,
+    batch_size: int = 1,
+    limit: int | None = None,
+    scenarios: Iterable[str] | None = None,
+    **overrides,
+) -> Run:
+    """Answer and score every selected case, `batch_size` cases per `ask_batch` call.
+
+    `overrides` are decoding knobs (see `GenerationOptions`) and processing settings
+    (image_size, split, video_fps, max_frames). A case whose media cannot be read, or a batch
+    the backend rejects, is recorded as an error and the run goes on."""
+    if prompt_style not in STYLES:
+        raise SmolsightError(f"unknown prompt style {prompt_style!r}; choose one of {', '.join(STYLES)}")
+    if batch_size < 1:
+        raise SmolsightError("batch size must be at least 1")
+    settings = {k: overrides.pop(k) for k in SETTINGS if k in overrides}
+    options = resolve_options(preset, **overrides)
+    cases = select_cases(suite, scenarios, limit)
+    runtime = dict(getattr(engine, "runtime", {}) or {"model": type(engine).__name__})
+    meta = {
+        "suite": str(suite.path), "suite_name": suite.name, "model": runtime.get("model"),
+        "preset": preset or DEFAULT_PRESET, "prompt_style": prompt_style, "runtime": runtime,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "label": adapter_label or f"{Path(str(runtime.get('model'))).name} {preset or DEFAULT_PRESET} {prompt_style}",
+        "options": options.to_dict(), "settings": settings, "batch_size": batch_size,
+        "scenarios": sorted(scenarios) if scenarios else None, "limit": limit, "smolsight": version("smolsight"),
+    }  # fmt: skip
+    results: list[CaseResult] = []
+    bar = _progress_bar(len(cases), progress)
+    for start in range(0, len(cases), batch_size):
+        batch = cases[start : start + batch_size]
+        prompts = [case_prompt(case, prompt_style) for case in batch]
+        outcomes = _answer(engine, [_request(c, p, options, settings) for c, p in zip(batch, prompts)])
+        results += [_record(c, p, o) for c, p, o in zip(batch, prompts, outcomes)]
+        bar.update(len(batch))
+        bar.set_postfix_str(_accuracy_note(results))
+    bar.close()
+    return Run(meta, results)
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="case", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+
+
+def _accuracy_note(results: list[CaseResult]) -> str:
+    scored = [r for r in results if r.passed is not None]
+    return f"passed {sum(1 for r in scored if r.passed)}/{len(scored)}"
+
+
+def _request(case: Case, prompt: str, options, settings: dict) -> Request | SmolsightError:
+    """The case as a request, or the error that says why its media cannot be used."""
+    from ..engine import Request
+
+    try:
+        return Request.simple([str(m) for m in case.media], prompt, options=options, **settings)
+    except SmolsightError as exc:
+        return exc
+
+
+def _answer(backend: Backend, requests: list[Request | SmolsightError]) -> list[Result | Exception]:
+    """Results for the good requests, errors in place of bad ones; a batch that fails is retried
+    one request at a time so one bad case does not sink the others. A failure of our own
+    (RuntimeError, out of memory) is recorded like a bad input, with its traceback on stderr:
+    one case that crashes must not end a long run."""
+    good = [r for r in requests if not isinstance(r, SmolsightError)]
+    try:
+        answers = iter(backend.ask_batch(good) if good else [])
+    except Exception as exc:  # noqa: BLE001 - recorded per case, the run goes on
+        if len(good) == 1:
+            if not isinstance(exc, SmolsightError):
+                traceback.print_exc()
+            answers = iter([exc])
+        else:
+            answers = iter(outcome for request in good for outcome in _answer(backend, [request]))
+    return [r if isinstance(r, SmolsightError) else next(answers) for r in requests]
+
+
+def _error_detail(error: Exception) -> str:
+    return f"error: {error}" if isinstance(error, SmolsightError) else f"error: {type(error).__name__}: {error}"
+
+
+def _record(case: Case, prompt: str, outcome: Result | Exception) -> CaseResult:
+    base = {
+        "id": case.id, "scenario": case.scenario, "task": case.task, "lang": case.lang, "prompt": prompt,
+        "media": [str(m) for m in case.media], "expected": case.expected, "answer_type": case.answer_type,
+    }  # fmt: skip
+    if isinstance(outcome, Exception):
+        scored = case.answer_type != "free"  # a case that could not run fails, unless it is never scored
+        return CaseResult(**base, answer="", passed=False if scored else None, score=0.0 if scored else None,
+                          detail=_error_detail(outcome), latency_s=0.0, ttft_s=0.0, input_tokens=0, output_tokens=0,
+                          finish_reason="error")  # fmt: skip
+    verdict = score(outcome.text, case)
+    raw = outcome.raw_text or outcome.text
+    return CaseResult(
+        **base, answer=outcome.text, passed=verdict.passed, score=verdict.value, detail=verdict.detail,
+        latency_s=outcome.total_s, ttft_s=outcome.ttft_s, input_tokens=outcome.input_tokens,
+        output_tokens=outcome.output_tokens, finish_reason=outcome.finish_reason,
+        metrics=outcome.metrics or repetition_metrics(raw).to_dict(), raw_answer=raw,
+    )  # fmt: skip
+
+
+def write_run(run: Run, out_dir: str | Path) -> Path:
+    """out_dir/results.json and out_dir/report.html; returns the results path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    path.write_text(json.dumps(run.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
+    (out / "report.html").write_text(render_run(run), encoding="utf-8")
+    return path

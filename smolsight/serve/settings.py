@@ -1,0 +1,74 @@
+"""One server's settings: limits, switches and API keys, each a `smolsight serve` option, and
+the media policy they imply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..engine.fetch import UrlPolicy
+from ..errors import SmolsightError
+from .batching import BatchSettings
+
+MB = 1024 * 1024
+URL_TIMEOUT_S = 10  # for a whole fetch
+MAX_IMAGES = 8  # per request; more would be over any sensible input-token limit anyway
+
+
+@dataclass(frozen=True)
+class MediaPolicy:
+    """The server's media limits, applied while a request is converted."""
+
+    max_pixels: int
+    max_frames: int
+    video_fps: float
+    urls: UrlPolicy = UrlPolicy(allow_fetch=False, allow_private=False)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Limits and switches of one server; every one is a `smolsight serve` option."""
+
+    model_name: str | None = None  # id in /v1/models; default: the engine's model name
+    max_batch_size: int = 8
+    batch_window_ms: float = 20
+    max_queue: int = 64
+    max_body_mb: float = 20
+    max_image_pixels: int = 4096 * 4096
+    max_frames: int = 64
+    max_tokens: int = 2048
+    max_input_tokens: int = 6144
+    allow_url_fetch: bool = False
+    url_allow_list: tuple[str, ...] = ()
+    allow_private_urls: bool = False
+    api_keys: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "max_queue", "max_body_mb", "max_image_pixels", "max_frames", "max_tokens", "max_input_tokens"):
+            if getattr(self, name) <= 0:
+                raise SmolsightError(f"--{name.replace('_', '-')} must be positive")
+        if self.batch_window_ms < 0:
+            raise SmolsightError("--batch-window-ms must be >= 0")
+
+    def batching(self) -> BatchSettings:
+        return BatchSettings(self.max_batch_size, self.batch_window_ms / 1000, self.max_queue, self.max_input_tokens)
+
+    def media(self, engine) -> MediaPolicy:
+        """Frames are sampled at the model's own rate, at most `max_frames` of them."""
+        sampling = engine.processor.video_processor
+        urls = UrlPolicy(self.allow_url_fetch, tuple(h.lower() for h in self.url_allow_list), self.allow_private_urls, int(self.max_body_mb * MB), URL_TIMEOUT_S)
+        return MediaPolicy(self.max_image_pixels, min(self.max_frames, sampling.num_frames), sampling.fps, urls)
+
+
+def read_api_keys(key: str | None, key_file: str | None) -> tuple[str, ...]:
+    """The key given directly, plus one key per non-empty line of the key file."""
+    keys = [key] if key else []
+    if key_file:
+        try:
+            lines = Path(key_file).read_text().splitlines()
+        except OSError as exc:
+            raise SmolsightError(f"cannot read API key file {key_file}: {exc.strerror}") from None
+        keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        if len(keys) == (1 if key else 0):
+            raise SmolsightError(f"API key file {key_file} holds no key")
+    return tuple(keys)

@@ -1,0 +1,74 @@
+"""Test helpers: a live server in a thread, the CLI run in-process, a deterministic picture."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import uvicorn
+from click.testing import CliRunner
+from PIL import Image, ImageDraw
+
+
+class BackgroundServer:
+    """An app on a loopback port in a daemon thread (port 0 picks a free one)."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="test-server", daemon=True)
+        self.host = host
+
+    def __enter__(self) -> "BackgroundServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the background server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.should_exit = True
+        self.thread.join()
+
+    @property
+    def url(self) -> str:
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://{self.host}:{port}"
+
+
+@dataclass
+class Outcome:
+    """What a command run gave back, alike for in-process and subprocess runs."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str) -> Outcome:
+    """`smolsight ARGS…` in this process (click's CliRunner): no interpreter start, no torch
+    import per call. stdout and stderr are kept apart, as a terminal user sees them."""
+    from smolsight.cli import main
+
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return Outcome(result.exit_code, result.stdout, result.stderr)
+
+
+def subprocess_cli(*args: str, timeout: int = 300) -> Outcome:
+    """`python -m smolsight ARGS…` as a real process: for what only a process shows (the entry
+    point, exit codes, signals, output as it streams)."""
+    run = subprocess.run([sys.executable, "-m", "smolsight", *args], capture_output=True, text=True, timeout=timeout)
+    return Outcome(run.returncode, run.stdout, run.stderr)
+
+
+def picture(width: int = 320, height: int = 240, seed: int = 0) -> Image.Image:
+    """A small deterministic test picture with some structure."""
+    image = Image.new("RGB", (width, height), (40 + seed * 30 % 200, 120, 200))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([width // 4, height // 4, width // 2, height // 2], fill=(220, 40 + seed * 50 % 200, 40))
+    draw.ellipse([width // 2, height // 2, width - 10, height - 10], fill=(250, 250, 0))
+    return image
