@@ -29,7 +29,7 @@ from pathlib import Path
 import torch  # before the engine: the seed path runs with OpenMP's default settings (see smolsight.openmp)
 from PIL import Image, ImageDraw
 
-from .console import log
+from .console import format_table, log
 from .engine import Engine, resolve_model
 from .errors import SmolsightError
 from .engine.fastpaths import Int8DecodeLinear
@@ -401,16 +401,21 @@ def format_report(report: dict) -> str:
         f"  seed path: {seed['setup']}",
         f"  smolsight: {smol['setup']}",
         "",
-        f"{'':32}{'seed path':>12}{'smolsight':>12}{'smolsight/seed':>16}",
     ]
+    rows = []
     for label, key, fmt in ROWS:
         ratio = report["speedup"].get(SPEEDUP_OF.get(key, ""))
-        shown = f"{ratio:.2f}x faster" if ratio else ""
-        lines.append(f"{label:32}{fmt.format(seed[key]):>12}{fmt.format(smol[key]):>12}{shown:>16}")
+        rows.append([label, fmt.format(seed[key]), fmt.format(smol[key]), relative(ratio) if ratio else ""])
+    lines.append(format_table(["", "seed path", "smolsight", "smolsight vs seed"], rows, right=(1, 2, 3)))
     speedup = report["speedup"]
-    lines += ["", f"smolsight/seed: {speedup['end_to_end']:.2f}x faster end to end, {speedup['ttft']:.2f}x to the first token, "
-                  f"{speedup['decode']:.2f}x decode"]  # fmt: skip
+    lines += ["", f"smolsight vs the seed path: {relative(speedup['end_to_end'])} end to end, "
+                  f"{relative(speedup['ttft'])} to the first token, {relative(speedup['decode'])} decoding"]  # fmt: skip
     return "\n".join(lines)
+
+
+def relative(ratio: float) -> str:
+    """A speed ratio (seed time / smolsight time) in words: "2.80x faster" or "1.25x slower"."""
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
 
 
 def write_report(report: dict, path: str) -> None:

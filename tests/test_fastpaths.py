@@ -5,6 +5,7 @@ threshold instead. No timings are asserted: speed is `smolsight bench`'s job."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 from helpers import picture
 
 from smolsight.engine import fastpaths
+from smolsight.bench import relative
 from smolsight.cli import main
 from smolsight.engine import Engine, Request
 from smolsight.errors import SmolsightError
@@ -201,13 +203,20 @@ def test_bench_runs_both_paths_on_the_same_inputs(tiny_checkpoint, tmp_path):
         main, ["bench", "--model", tiny_checkpoint, "--tokens", "3", "--repeats", "1", "--batch", "2", "-o", str(out)]
     )
     assert result.exit_code == 0, result.output
-    assert "smolsight/seed:" in result.output and "time to first token" in result.output
+    assert "smolsight vs the seed path:" in result.output and "time to first token" in result.output
     report = json.loads(out.read_text())
+    words = relative(report["speedup"]["end_to_end"])
+    assert f"{words} end to end" in result.output and re.fullmatch(r"\d+\.\d\dx (faster|slower)", words)
     seed, smol = report["paths"]["seed path"], report["paths"]["smolsight"]
     assert seed["input_tokens"] == smol["input_tokens"] > 100  # same image and prompt, tiles included
     assert seed["output_tokens"] == smol["output_tokens"] == 3
     assert len(seed["runs"]) == len(smol["runs"]) == 1
     assert report["speedup"]["end_to_end"] == pytest.approx(seed["end_to_end_s"] / smol["end_to_end_s"], rel=0.01)
+
+
+@pytest.mark.parametrize("ratio, words", [(2.8, "2.80x faster"), (1.0, "1.00x faster"), (0.17, "5.88x slower"), (0.5, "2.00x slower")])
+def test_bench_says_slower_when_smolsight_is_slower(ratio, words):
+    assert relative(ratio) == words
 
 
 def test_bench_rejects_bad_arguments(tiny_checkpoint):

@@ -17,6 +17,8 @@ from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from difflib import SequenceMatcher
 
+from ..text import CJK
+
 # A piece needs this many word units (CJK characters or words) to count as a repeat: shorter
 # ones ("是的，", "However,", list markers) recur in ordinary writing.
 MIN_UNITS = 5
@@ -26,9 +28,8 @@ LOOP_SHARE = 0.3
 # ...and a contiguous loop, or a recurring clause, must show up at least this many times.
 MIN_LOOP_REPEATS = 3
 
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 # Units: a CJK character, a run of other letters/digits (a word), or any other visible character.
-_UNIT = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+|\S")
+_UNIT = re.compile(rf"[{CJK}]|[^\W_{CJK}]+|\S")
 _LINE = re.compile(r"[^\n]*\n|[^\n]+")
 # Where a clause ends. CJK marks end one anywhere; ASCII marks only before whitespace, so
 # "3.5", "1,000" and "e.g.x" stay whole.
