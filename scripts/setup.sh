@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install smolsight with its test tools, plus the system packages its tests use:
-# Chromium (web page and report tests) and a CJK font (synthetic Chinese text images).
+# Chromium (web page and report tests), a CJK font (synthetic Chinese text images) and curl
+# (the README's curl example is run by the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -i "Noto Sans CJK" >/dev/null; then
+if ! command -v chromium >/dev/null || ! command -v curl >/dev/null || ! fc-list 2>/dev/null | grep -i "Noto Sans CJK" >/dev/null; then
     SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
-        chromium fonts-noto-cjk fonts-dejavu-core fontconfig
+        chromium fonts-noto-cjk fonts-dejavu-core fontconfig curl
 fi
 python3 -m pip install -q -e ".[test]"

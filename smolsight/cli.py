@@ -11,7 +11,8 @@ import click
 
 from .errors import SmolsightError
 from .engine.options import PRESETS
-from .tasks import LANGS, STYLES, TASKS
+from .engine.media import DEFAULT_MAX_PIXELS
+from .tasks import LANGS, STYLES, TASKS, styled_prompt
 
 GENERATION_KNOBS = (
     "temperature", "top_p", "top_k", "repetition_penalty", "frequency_penalty", "presence_penalty",
@@ -32,7 +33,7 @@ def model_options(command):
                      help="Default: flash_attention_2 on CUDA when installed, else sdpa."),
         click.option("--adapter", default=None, help="LoRA adapter directory from `smolsight finetune`."),
         click.option("-q", "--quiet", is_flag=True, help="No progress output."),
-        click.option("-v", "--verbose", is_flag=True, help="Print the device, dtype and attention chosen."),
+        click.option("-v", "--verbose", is_flag=True, help="Print the device, dtype and attention chosen, and loading progress bars."),
     ]  # fmt: skip
     return functools.reduce(lambda cmd, decorate: decorate(cmd), reversed(decorators), command)
 
@@ -40,7 +41,7 @@ def model_options(command):
 def generation_options(command):
     """--preset and every decoding knob; None means 'take the preset's value'."""
     decorators = [
-        click.option("-p", "--preset", type=click.Choice(list(PRESETS)), default="precise", show_default=True,
+        click.option("--preset", type=click.Choice(list(PRESETS)), default="precise", show_default=True,
                      help="precise: greedy + loop guard; seed: the field report's settings; creative: sampling."),
         click.option("--max-new-tokens", type=int, default=None),
         click.option("--min-new-tokens", type=int, default=None),
@@ -87,7 +88,7 @@ def load_engine(kwargs: dict):
     verbose = kwargs.pop("verbose")
     engine = Engine.load(
         kwargs.pop("model"), kwargs.pop("device"), kwargs.pop("dtype"), kwargs.pop("attn"),
-        adapter=kwargs.pop("adapter"), quiet=kwargs.pop("quiet"),
+        adapter=kwargs.pop("adapter"), quiet=kwargs.pop("quiet"), verbose=verbose,
     )  # fmt: skip
     if verbose:
         click.echo(f"device={engine.device} dtype={engine.dtype} attn={engine.attn}", err=True)
@@ -112,26 +113,49 @@ def main() -> None:
     """Ask SmolVLM2 about images and videos; evaluate, serve, benchmark and tune it."""
 
 
+def prompt_option(command):
+    return click.option("-p", "--prompt", default=None, help="The question (else the last argument is).")(command)
+
+
+def ask_arguments(args: tuple[str, ...], prompt: str | None, task: str | None = None, lang: str | None = None) -> tuple[list[str], str]:
+    """(media, prompt) from `ask MEDIA... PROMPT`, `ask MEDIA... -p PROMPT` or, with --task,
+    `ask MEDIA...` alone. Refused before any model loads: no question at all, or a last
+    argument that names media, so `ask photo.jpg` or `ask a.jpg b.jpg` never sends a file name
+    to the model as the question."""
+    from .engine.media import looks_like_media
+
+    media = list(args)
+    if prompt is None and media and not looks_like_media(media[-1]):
+        prompt = media.pop()
+    if task:
+        return media, styled_prompt(task, prompt, lang)
+    if prompt is None:
+        if not media:
+            raise SmolsightError('nothing to ask: smolsight ask MEDIA... "QUESTION" (or --prompt QUESTION)')
+        raise SmolsightError(f'no question given ({media[-1]} is media, not a question): '
+                             f'smolsight ask {" ".join(media)} "What is in the picture?" (or --prompt QUESTION)')  # fmt: skip
+    return media, prompt
+
+
 @main.command()
-@click.argument("args", nargs=-1, required=True)
+@click.argument("args", nargs=-1, metavar="[MEDIA]... [PROMPT]")
+@prompt_option
 @model_options
 @generation_options
+@click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
+              help="Largest image (width x height) read; larger ones are refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of streaming text.")
 @click.option("--task", type=click.Choice(list(TASKS)), default=None,
-              help="Ask for this task's short answer form (PROMPT may then be left out).")
-@click.option("--lang", type=click.Choice(list(LANGS)), default=None, help="Language of --task's words [default: PROMPT's].")
-def ask(args: tuple[str, ...], as_json: bool, task: str | None, lang: str | None, **kwargs) -> None:
-    """Ask about MEDIA (images, or one video; paths or URLs): smolsight ask MEDIA... PROMPT"""
+              help="Ask for this task's short answer form (the question may then be left out).")
+@click.option("--lang", type=click.Choice(list(LANGS)), default=None, help="Language of --task's words [default: the question's].")
+def ask(args: tuple[str, ...], prompt: str | None, max_pixels: int, as_json: bool, task: str | None, lang: str | None, **kwargs) -> None:
+    """Ask about MEDIA (images, or one video; paths or URLs): smolsight ask MEDIA... "QUESTION"."""
     from .engine import Chunk
 
-    *media, prompt = args
-    if task:
-        from .tasks import task_question
-
-        media, prompt = task_question(list(args), task, lang)
+    media, prompt = ask_arguments(args, prompt, task, lang)
     preset, knobs, settings = split_generation(kwargs)
     engine = load_engine(kwargs)
-    request = engine.request(list(media), prompt, preset, **knobs, **settings)
+    request = engine.request(media, prompt, preset, max_pixels=max_pixels, **knobs, **settings)
     for event in engine.stream_batch([request]):
         if isinstance(event, Chunk):
             if not as_json:
@@ -148,10 +172,16 @@ def ask(args: tuple[str, ...], as_json: bool, task: str | None, lang: str | None
 @click.argument("directory")
 @click.option("--shape", type=click.Choice(["tiny", "256m", "500m", "2.2b"]), default="tiny", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def make_checkpoint_command(directory: str, shape: str, seed: int) -> None:
+@click.option("--force", is_flag=True, help="Write into DIRECTORY even if it is not empty.")
+def make_checkpoint_command(directory: str, shape: str, seed: int, force: bool) -> None:
     """Write a random-weight SmolVLM2 checkpoint with the real architecture (for tests and benchmarks)."""
+    from pathlib import Path
+
     from .checkpoints import make_checkpoint
 
+    out = Path(directory)
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not force):
+        raise SmolsightError(f"{directory} is {'a file' if out.is_file() else 'not empty'}; choose a new directory (or --force to write into it)")
     click.echo(f"Writing a random {shape} checkpoint to {directory}…", err=True)
     click.echo(make_checkpoint(directory, shape, seed))
 
@@ -180,10 +210,11 @@ def serve(host: str, port: int, api_key: str | None, api_key_file: str | None, *
     from .serve.settings import ServerSettings, read_api_keys
 
     keys = read_api_keys(api_key, api_key_file)
+    log_level = "warning" if kwargs["quiet"] else "info"
     model_name = kwargs.pop("served_model_name") or kwargs["model"]
     settings = ServerSettings(model_name=model_name, api_keys=keys, **{k: kwargs.pop(k) for k in list(kwargs) if k in ServerSettings.__dataclass_fields__})
     engine = load_engine(kwargs)
-    run_server(engine, settings, host, port)
+    run_server(engine, settings, host, port, log_level)
 
 
 @main.command("eval")
@@ -325,21 +356,22 @@ def without_preset(command: click.Command) -> click.Command:
 
 @without_preset
 @main.command("compare-presets")
-@click.argument("args", nargs=-1, required=True)
+@click.argument("args", nargs=-1, metavar="[MEDIA]... [PROMPT]")
+@prompt_option
 @model_options
 @generation_options
 @click.option("--presets", "columns", default="seed,guard-only,precise", show_default=True,
               help="Comma-separated columns: seed, guard-only (seed + loop guard), precise, creative.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
-def compare_presets(args: tuple[str, ...], columns: str, as_json: bool, **kwargs) -> None:
+def compare_presets(args: tuple[str, ...], prompt: str | None, columns: str, as_json: bool, **kwargs) -> None:
     """Answer MEDIA... PROMPT under several presets; print tokens, time, finish reason and repetition
     metrics side by side. Knobs given (e.g. --max-new-tokens) apply to every column."""
     from .evals.presets import columns_table, compare, plan, to_json
 
-    *media, prompt = args
+    media, prompt = ask_arguments(args, prompt)
     kwargs["preset"] = None
     _, knobs, settings = split_generation(kwargs)
     planned = plan(columns, knobs)
     engine = load_engine(kwargs)
-    results = compare(engine, engine.request(list(media), prompt, **settings), planned)
+    results = compare(engine, engine.request(media, prompt, **settings), planned)
     click.echo(json.dumps(to_json(results), ensure_ascii=False) if as_json else columns_table(results))

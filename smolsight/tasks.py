@@ -11,8 +11,6 @@ filled from the `subject` argument, else from `DEFAULT_SUBJECTS`, which follow t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from .errors import SmolsightError
 from .text import has_cjk, normalise
 
@@ -122,19 +120,3 @@ def styled_prompt(task: str, prompt: str | None = None, lang: str | None = None,
     if style == "raw" or normalise(instruction) in normalise(prompt):
         return prompt
     return f"{prompt.rstrip()}{'' if lang == 'zh' else ' '}{instruction}"
-
-
-def task_question(args: list[str], task: str, lang: str | None = None) -> tuple[list[str], str]:
-    """`ask --task`'s media and prompt: the last argument is the prompt, with the task's answer
-    instruction appended; when it names an existing file, every argument is media and the
-    task's own short question is asked."""
-    if _names_file(args[-1]):
-        return args, styled_prompt(task, None, lang)
-    return args[:-1], styled_prompt(task, args[-1], lang)
-
-
-def _names_file(text: str) -> bool:
-    try:
-        return Path(text).is_file()
-    except (OSError, ValueError):  # too long for a file name, or a NUL in it: a prompt
-        return False

@@ -99,3 +99,77 @@ def test_unknown_models(image_file, model, words):
 def test_bad_option_value(tiny_checkpoint, image_file):
     run = smolsight("ask", "-q", "--model", tiny_checkpoint, image_file, "Hi", "--top-p", "3")
     assert run.returncode == 1 and "top_p" in run.stderr
+
+
+# ---- what a newcomer trips on ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["IMAGE"], "no question given (IMAGE is media, not a question)"),
+        (["IMAGE", "IMAGE2"], "no question given (IMAGE2 is media"),
+        (["IMAGE", "http://127.0.0.1:9/cam.jpg"], "no question given (http://127.0.0.1:9/cam.jpg is media"),
+        (["IMAGE", "missing.mp4"], "no question given (missing.mp4 is media"),
+        ([], "nothing to ask"),
+    ],
+)
+def test_ask_without_a_question_is_refused_before_the_model_loads(image_file, tmp_path, args, words):
+    second = tmp_path / "second.png"
+    picture().save(second)
+    argv = [image_file if a == "IMAGE" else str(second) if a == "IMAGE2" else a for a in args]
+    words = words.replace("IMAGE2", str(second)).replace("IMAGE", image_file)
+    run = smolsight("ask", "--model", "/no/such/model", *argv)  # the model would fail if it were loaded first
+    assert run.returncode == 1 and run.stderr.strip().splitlines() == [run.stderr.strip()]
+    assert words in run.stderr, run.stderr
+
+
+def test_the_question_as_the_last_argument_or_as_prompt(tiny_checkpoint, image_file):
+    common = ["ask", "-q", "--json", "--model", tiny_checkpoint, "--max-new-tokens", "2"]
+    last = json.loads(smolsight(*common, image_file, "What is in the picture?").stdout)
+    option = json.loads(smolsight(*common, image_file, "-p", "What is in the picture?").stdout)
+    text_only = json.loads(smolsight(*common, "What is 2+2?").stdout)
+    assert last == {**option, "ttft_s": last["ttft_s"], "total_s": last["total_s"], "tokens_per_s": last["tokens_per_s"]}
+    assert text_only["input_tokens"] < last["input_tokens"] / 5  # no image was sent
+    task = smolsight(*common, image_file, "--task", "count")
+    assert task.returncode == 0 and json.loads(task.stdout)["input_tokens"] > last["input_tokens"]
+
+
+def test_loading_bars_only_with_verbose(tiny_checkpoint, image_file):
+    args = ["ask", "--model", tiny_checkpoint, image_file, "Hi", "--max-new-tokens", "2"]
+    plain, verbose = smolsight(*args), smolsight(*args, "-v")
+    assert plain.returncode == verbose.returncode == 0
+    assert plain.stderr.startswith("Loading ") and "Loading weights" not in plain.stderr
+    assert "Loading weights" in verbose.stderr and "device=cpu" in verbose.stderr
+
+
+def test_make_checkpoint_refuses_a_non_empty_directory(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    run = smolsight("make-checkpoint", str(tmp_path))
+    assert run.returncode == 1 and "not empty" in run.stderr and "--force" in run.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    forced = smolsight("make-checkpoint", str(tmp_path), "--force")
+    assert forced.returncode == 0 and (tmp_path / "config.json").is_file() and (tmp_path / "notes.txt").is_file()
+
+
+def test_oversized_png_and_jpeg_say_the_same_thing(tmp_path, tiny_checkpoint):
+    """Both name the file, the image's pixels and the limit (PIL refuses a huge PNG before
+    reading its size; a JPEG's size is read from its header)."""
+    png, jpeg = tmp_path / "huge.png", tmp_path / "big.jpg"
+    Image.new("1", (20_000, 9_500)).save(png)  # 190 MP: PIL's own guard fires first
+    Image.new("RGB", (9_000, 8_000)).save(jpeg, quality=10)  # 72 MP: over our 64 MP default
+    for path, pixels in ((png, "190,000,000 pixels"), (jpeg, "72,000,000 pixels")):
+        run = smolsight("ask", "-q", "--model", tiny_checkpoint, str(path), "Describe.")
+        line = run.stderr.strip()
+        assert run.returncode == 1 and line.count("\n") == 0, line
+        assert line.startswith(f"error: {path}:") and pixels in line and "over the limit of 64,000,000 pixels" in line
+    smaller = smolsight("ask", "-q", "--model", tiny_checkpoint, str(jpeg), "Describe.", "--max-pixels", "1000")
+    assert "72,000,000 pixels is over the limit of 1,000 pixels" in smaller.stderr
+
+
+def test_corrupt_video_message_has_no_raw_errno(tmp_path, tiny_checkpoint):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x17" * 3000)
+    run = smolsight("ask", "-q", "--model", tiny_checkpoint, str(clip), "Describe.")
+    assert run.returncode == 1 and run.stderr.startswith(f"error: {clip}: ")
+    assert "Errno" not in run.stderr and "'<none>'" not in run.stderr and "\n" not in run.stderr.strip()

@@ -22,7 +22,8 @@ from smolsight.evals.compare import compare_runs, write_comparison
 from smolsight.evals.results import load_run
 from smolsight.evals.runner import run_suite, write_run
 from smolsight.evals.suite import Case, case_prompt, load_suite
-from smolsight.tasks import styled_prompt, task_question
+from smolsight.cli import ask_arguments
+from smolsight.tasks import styled_prompt
 from smolsight.evals.synth import write_synthetic_suite
 from smolsight.tasks import TASK_PROMPTS
 
@@ -160,11 +161,12 @@ def test_a_cases_own_prompt_gets_the_answer_instruction(tmp_path):
         styled_prompt("weigh", "How heavy?")
 
 
-def test_task_question_reads_ask_arguments(image_file):
-    assert task_question([image_file, "图中有几只虾？"], "count") == ([image_file], "图中有几只虾？只回答一个数字。")
-    assert task_question([image_file], "count") == ([image_file], "图像中有多少虾苗？只回答一个数字。")
-    assert task_question([image_file], "read", "en") == ([image_file], "What is the text in the image? Output only the text.")
-    assert task_question(["x" * 5000], "trend") == ([], "x" * 5000 + " Answer in one sentence.")  # not a file name
+def test_ask_task_reads_ask_arguments(image_file):
+    assert ask_arguments((image_file, "图中有几只虾？"), None, "count") == ([image_file], "图中有几只虾？只回答一个数字。")
+    assert ask_arguments((image_file,), None, "count") == ([image_file], "图像中有多少虾苗？只回答一个数字。")
+    assert ask_arguments((image_file,), None, "read", "en") == ([image_file], "What is the text in the image? Output only the text.")
+    assert ask_arguments(("x" * 5000,), None, "trend") == ([], "x" * 5000 + " Answer in one sentence.")  # not a file name
+    assert ask_arguments((image_file,), "How many?", "count", "en") == ([image_file], "How many? Answer with a number only.")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -181,6 +181,15 @@ def test_bad_lines_are_named(dots, tmp_path, line, message):
         load_examples(path)
 
 
+def test_a_first_line_without_messages_is_named_as_such(tmp_path):
+    """Not read as a suite (whose errors would name suite fields the user never meant)."""
+    path = write_lines(tmp_path / "data.jsonl", [{"media": "dots1.png", "conversation": []}, GOOD])
+    with pytest.raises(DataError) as raised:
+        load_examples(path)
+    assert str(raised.value) == (f"{path}:1: neither a conversation (needs 'messages') nor a suite case "
+                                 "(needs 'scenario' and 'answer_type'); the line has conversation, media")  # fmt: skip
+
+
 def test_bad_data_fails_the_command_in_one_line(dots, tmp_path, tiny_checkpoint):
     path = write_lines(tmp_path / "data.jsonl", [{**GOOD, "media": str(dots / "dots1.png")}, {**GOOD, "media": "gone.jpg"}])
     run = smolsight("finetune", str(path), "--model", tiny_checkpoint, "--out", str(tmp_path / "a"))

@@ -20,7 +20,8 @@ from smolsight.evals.suite import load_suite
 from smolsight.serve.convert import to_request
 from smolsight.serve.protocol import ChatCompletionRequest
 from smolsight.serve.settings import MediaPolicy
-from smolsight.tasks import styled_prompt, task_question
+from smolsight.cli import ask_arguments
+from smolsight.tasks import styled_prompt
 
 SERVER_MEDIA = MediaPolicy(max_pixels=4096 * 4096, max_frames=8, video_fps=1.0)
 
@@ -42,14 +43,14 @@ def test_the_server_task_adds_only_the_answer_instruction(question, task, expect
     """The bug: the server appended the task's whole prompt ("…How many shrimp fry are in the
     image?"), unlike `ask --task`. CLI, server and evaluation now share `styled_prompt`."""
     assert server_prompt(question, task) == expected
-    assert task_question([image_file, question], task) == ([image_file], expected)
+    assert ask_arguments((image_file, question), None, task) == ([image_file], expected)
     assert styled_prompt(task, question) == expected
     assert "shrimp" not in server_prompt("How many houses?", "count")
 
 
 def test_a_task_without_a_question_asks_the_tasks_own(image_file):
     assert server_prompt("", "count", "en") == "How many shrimp fry are in the image? Answer with a number only."
-    assert server_prompt("", "count", "zh") == task_question([image_file], "count", "zh")[1]
+    assert server_prompt("", "count", "zh") == ask_arguments((image_file,), None, "count", "zh")[1]
 
 
 def test_server_task_reaches_the_model_as_the_cli_sends_it(engine, image_file):

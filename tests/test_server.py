@@ -409,6 +409,8 @@ def test_serve_command_drains_on_sigterm(tiny_checkpoint):
         usage = json.loads(events[-2][6:])["usage"]
         assert events[-1] == "data: [DONE]" and usage["completion_tokens"] == 60
         assert process.wait(30) in (0, -signal.SIGTERM)
+        output = process.stdout.read()
+        assert "GET /health" not in output and "POST /v1/chat" not in output and "Uvicorn running" not in output, output  # --quiet
     finally:
         process.kill()
 

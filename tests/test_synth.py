@@ -285,6 +285,9 @@ def test_load_suite_bad_files(tmp_path):
     (tmp_path / "suite.yaml").write_text("cases: {a: 1}\n", encoding="utf-8")
     with pytest.raises(SuiteError, match="list of cases"):
         load_suite(tmp_path)
-    (tmp_path / "suite.yaml").write_text("cases: [\n", encoding="utf-8")
-    with pytest.raises(SuiteError, match="not valid YAML"):
+    (tmp_path / "suite.yaml").write_text("cases:\n  - {id: a, prompt: What now?, answer_type: free}\n", encoding="utf-8")
+    with pytest.raises(SuiteError) as raised:
         load_suite(tmp_path)
+    message = str(raised.value)  # one line: file, line and column, the problem; no "<unicode string>"
+    assert message.startswith(f"{tmp_path / 'suite.yaml'}:2:") and "not valid YAML: expected ',' or '}'" in message
+    assert "\n" not in message and "unicode string" not in message

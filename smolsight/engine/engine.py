@@ -119,13 +119,14 @@ class Engine:
         adapter: str | None = None,
         quiet: bool = False,
         fast: FastPaths | str | None = None,
+        verbose: bool = False,
     ) -> "Engine":
         """`fast`: the speed-ups to apply (a `FastPaths`, or a spec like 'int8,static_cache' or 'none');
         None takes what measured as a win on the device (see smolsight.engine.fastpaths)."""
         device, dtype, attn = choose_runtime(device, dtype, attn)
         if not isinstance(fast, FastPaths):
             fast = fastpaths.parse_fast_paths(fast, device)
-        network, processor = load_model(model, device, dtype, attn, adapter=adapter, quiet=quiet,
+        network, processor = load_model(model, device, dtype, attn, adapter=adapter, quiet=quiet, verbose=verbose,
                                          note=f"; fast paths: {', '.join(fast.names()) or 'none'}")
         fastpaths.apply(network, fast, device)
         return cls(network, processor, model, device, dtype, attn, fast)

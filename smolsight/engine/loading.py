@@ -72,15 +72,18 @@ def choose_runtime(device: str | None, dtype: str | None, attn: str | None) -> t
 
 
 def load_model(model: str, device: str, dtype: str, attn: str, *, adapter: str | None = None, quiet: bool = False,
-               quantization=None, note: str = ""):
+               verbose: bool = False, quantization=None, note: str = ""):
     """(network, processor) of `model` on `device`, in eval mode, its tokenizer padding on the left.
-    `quantization`: a transformers quantization config (QLoRA's 4-bit weights); `note` is added
-    to the loading message."""
+    transformers' own progress bars ("Loading weights") show only when `verbose`: one line of
+    ours says what is loading. `quantization`: a transformers quantization config (QLoRA's 4-bit
+    weights); `note` is added to the loading message."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from transformers.utils import logging as hf_logging
 
     source = resolve_model(model)
-    if quiet:
+    if verbose and not quiet:
+        hf_logging.enable_progress_bar()
+    else:
         hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     log(f"Loading {source} on {device} ({dtype}, {attn}{note})…", quiet)

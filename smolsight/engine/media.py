@@ -8,6 +8,7 @@ that names the input and what was wrong with it.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,19 @@ def is_video(src: object) -> bool:
     return False
 
 
+def looks_like_media(text: str) -> bool:
+    """Whether a command-line argument names media rather than asking a question: an existing
+    file, a URL or data URI, or one word ending in an image or video suffix."""
+    if text.startswith(("http://", "https://", "rtsp://", "data:")):
+        return True
+    if len(text.split()) != 1:
+        return False
+    try:
+        return Path(text).expanduser().is_file() or Path(text.split("?")[0]).suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    except (OSError, ValueError):  # too long for a file name, or a NUL in it: a question
+        return False
+
+
 def read_source(src: str | Path | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """Bytes of a path, an http(s) URL, a data URI or plain base64."""
     if isinstance(src, bytes):
@@ -93,8 +107,10 @@ def load_image(src: MediaInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
             image.seek(0)
             image.load()
             return to_rgb(ImageOps.exif_transpose(image))
-    except Image.DecompressionBombError:
-        raise LimitError(f"{name}: image has too many pixels (decompression bomb guard)") from None
+    except Image.DecompressionBombError as exc:  # PIL refuses before reading the size: take it from its message
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "the image"
+        raise LimitError(f"{name}: {size} is over the limit of {max_pixels:,} pixels") from None
     except UnidentifiedImageError:
         raise MediaError(f"{name}: not an image smolsight can read (PNG, JPEG, WebP, BMP, GIF, TIFF)") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -104,7 +120,7 @@ def load_image(src: MediaInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
 def check_pixels(image: Image.Image, name: str, max_pixels: int) -> None:
     width, height = image.size
     if width * height > max_pixels:
-        raise LimitError(f"{name}: {width}x{height} is over the limit of {max_pixels} pixels")
+        raise LimitError(f"{name}: {width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,} pixels")
     if width < 1 or height < 1:
         raise MediaError(f"{name}: image is empty")
 
@@ -147,15 +163,23 @@ def load_video(
     except MediaError:
         raise
     except (av.FFmpegError, ValueError, IndexError, OSError) as exc:
-        raise MediaError(f"{name}: not a video smolsight can decode ({exc})") from None
+        raise MediaError(f"{name}: not a video smolsight can decode ({decoder_complaint(exc)})") from None
     if not frames:
         raise MediaError(f"{name}: video has no decodable frames")
     height, width = frames[0].shape[:2]
     if width * height > max_pixels:
-        raise LimitError(f"{name}: {width}x{height} frames are over the limit of {max_pixels} pixels")
+        raise LimitError(f"{name}: {width}x{height} = {width * height:,} pixels per frame is over the limit of {max_pixels:,} pixels")
     indices = indices[: len(frames)]
     picked = np.stack(frames)
     return Video(frames=picked, indices=indices, fps=fps, total_frames=total, source=name)
+
+
+def decoder_complaint(exc: Exception) -> str:
+    """FFmpeg's words without its errno and file name ("[Errno 1094995529] Invalid data found
+    when processing input: '<none>'" becomes "invalid data found when processing input")."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text).split(": '")[0].strip()
+    return text[:1].lower() + text[1:] if text else type(exc).__name__
 
 
 def count_frames(data: bytes, name: str) -> tuple[int, float]:

@@ -245,7 +245,7 @@ def _yaml_entries(path: Path, text: str) -> tuple[dict[str, Any], list[tuple[int
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise SuiteError(f"{path}: not valid YAML ({err})") from None
+        raise SuiteError(yaml_problem(path, err)) from None
     if isinstance(data, dict):
         cases_node = next((v for k, v in node.value if k.value == "cases"), None)
         header, cases = {k: v for k, v in data.items() if k != "cases"}, data.get("cases")
@@ -254,6 +254,15 @@ def _yaml_entries(path: Path, text: str) -> tuple[dict[str, Any], list[tuple[int
     if not isinstance(cases, list) or not isinstance(cases_node, yaml.SequenceNode):
         raise SuiteError(f"{path}: expected a list of cases, or a mapping with a 'cases' list")
     return header, [(item.start_mark.line + 1, case) for item, case in zip(cases_node.value, cases)]
+
+
+def yaml_problem(path: Path, error: yaml.YAMLError) -> str:
+    """One line: the file, the line and column, and what is wrong ("not valid YAML: …")."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
 
 
 def _describe(error: ValidationError) -> str:

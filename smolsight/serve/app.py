@@ -138,7 +138,7 @@ class Service:
 
     async def complete(self, body: ChatCompletionRequest, request: Request) -> Response:
         if body.model is not None and body.model != self.model_name:
-            raise ModelNotFoundError(f"model {body.model!r} is not served here; this server serves {self.model_name!r}")
+            raise ModelNotFoundError(f"model {body.model!r} is not served here; this server serves {self.model_name!r} (see /v1/models)")
         engine_request = await run_in_threadpool(to_request, body, self.media, self.settings.max_tokens)
         ticket = self.batcher.submit(engine_request, request.state.arrival)
         events = ticket.events()
@@ -275,4 +275,4 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
 
 def serve(engine: Engine, settings: ServerSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
     """Run until SIGINT/SIGTERM; then finish the requests in flight, refusing new ones."""
-    uvicorn.run(create_app(engine, settings), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(engine, settings), host=host, port=port, log_level=log_level, access_log=log_level == "info")

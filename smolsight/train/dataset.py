@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ..evals.suite import Case, Suite
 
 IGNORE = -100  # label of tokens left out of the loss (torch's cross-entropy ignore_index)
+SUITE_MARKS = {"scenario", "answer_type", "expected"}  # keys only a suite case has
 CONVERSATION_KEYS = {"id", "media", "messages"}
 ANSWERABLE = {"number", "text", "anls", "choice", "contains_all", "trend"}
 SIDE_WORDS = {"left": "左", "right": "右", "top": "上", "bottom": "下"}
@@ -92,6 +93,10 @@ def load_examples(path: str | Path, prompt_style: str = "short") -> TrainingData
         raise DataError(f"{source}: training data is a conversations .jsonl file or a suite (.yaml, .jsonl or directory)")
     lines = read_jsonl(source)
     if lines and "messages" not in lines[0][1]:
+        if not SUITE_MARKS & set(lines[0][1]):
+            number, entry = lines[0]
+            raise DataError(f"{source}:{number}: neither a conversation (needs 'messages') nor a suite case (needs "
+                            f"'scenario' and 'answer_type'); the line has {', '.join(sorted(entry)) or 'no keys'}")  # fmt: skip
         return examples_from_suite(source, prompt_style)
     examples = [conversation(entry, source, number) for number, entry in lines]
     if not examples:
