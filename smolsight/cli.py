@@ -172,7 +172,7 @@ def ask(args: tuple[str, ...], prompt: str | None, max_pixels: int, as_json: boo
 @click.argument("directory")
 @click.option("--shape", type=click.Choice(["tiny", "256m", "500m", "2.2b"]), default="tiny", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--force", is_flag=True, help="Write into DIRECTORY even if it is not empty.")
+@click.option("--force", is_flag=True, help="Write into DIRECTORY even if it holds other files.")
 def make_checkpoint_command(directory: str, shape: str, seed: int, force: bool) -> None:
     """Write a random-weight SmolVLM2 checkpoint with the real architecture (for tests and benchmarks)."""
     from pathlib import Path
@@ -180,7 +180,8 @@ def make_checkpoint_command(directory: str, shape: str, seed: int, force: bool) 
     from .checkpoints import make_checkpoint
 
     out = Path(directory)
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not force):
+    ours = (out / "smolsight_checkpoint.json").is_file()  # an earlier make-checkpoint: rewriting it loses nothing
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (ours or force)):
         raise SmolsightError(f"{directory} is {'a file' if out.is_file() else 'not empty'}; choose a new directory (or --force to write into it)")
     click.echo(f"Writing a random {shape} checkpoint to {directory}…", err=True)
     click.echo(make_checkpoint(directory, shape, seed))

@@ -150,6 +150,8 @@ def test_make_checkpoint_refuses_a_non_empty_directory(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     forced = smolsight("make-checkpoint", str(tmp_path), "--force")
     assert forced.returncode == 0 and (tmp_path / "config.json").is_file() and (tmp_path / "notes.txt").is_file()
+    again = smolsight("make-checkpoint", str(tmp_path / "t"))
+    assert again.returncode == 0 and smolsight("make-checkpoint", str(tmp_path / "t")).returncode == 0  # rewriting its own checkpoint
 
 
 def test_oversized_png_and_jpeg_say_the_same_thing(tmp_path, tiny_checkpoint):
