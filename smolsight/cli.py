@@ -187,6 +187,80 @@ def make_checkpoint_command(directory: str, shape: str, seed: int, force: bool) 
     click.echo(make_checkpoint(directory, shape, seed))
 
 
+def ray_options(command):
+    """--ray and the actor pool's shape, shared by batch and eval."""
+    decorators = [
+        click.option("--ray", "use_ray", is_flag=True, help="Run on Ray Data (pip install 'smolsight[ray]')."),
+        click.option("--ray-address", default=None, envvar="RAY_ADDRESS",
+                     help="An existing Ray cluster (auto, or ray://HOST:10001) [default: start Ray here]."),
+        click.option("--actors", type=click.IntRange(min=1), default=1, show_default=True, help="Ray actors, each with one engine."),
+        click.option("--cpus-per-actor", type=float, default=1.0, show_default=True, help="CPUs each actor holds (and its torch threads)."),
+        click.option("--gpus-per-actor", type=float, default=0.0, show_default=True, help="GPUs each actor holds."),
+    ]  # fmt: skip
+    return functools.reduce(lambda cmd, decorate: decorate(cmd), reversed(decorators), command)
+
+
+def actor_pool(kwargs: dict, batch_size: int):
+    """The Ray pool from --actors/--cpus-per-actor/--gpus-per-actor/--ray-address."""
+    from .scale.cluster import ActorResources
+    from .scale.data import Pool
+
+    resources = ActorResources(kwargs.pop("cpus_per_actor"), kwargs.pop("gpus_per_actor"))
+    return Pool(kwargs.pop("actors"), batch_size, resources, kwargs.pop("ray_address"))
+
+
+def drop_ray_options(kwargs: dict) -> None:
+    for key in ("ray_address", "actors", "cpus_per_actor", "gpus_per_actor"):
+        kwargs.pop(key)
+
+
+def engine_spec(kwargs: dict):
+    """How Ray actors load the engine: the model options, taken out of `kwargs`."""
+    from .scale.cluster import EngineSpec
+
+    kwargs.pop("verbose")
+    return EngineSpec(*(kwargs.pop(k) for k in ("model", "device", "dtype", "attn", "adapter")))
+
+
+@main.command()
+@click.argument("source", metavar="INPUT")
+@click.option("-o", "--out", required=True, metavar="RESULTS.jsonl", help="Answers, one JSON line per item (appended; done ids are skipped).")
+@click.option("-p", "--prompt", default=None, help="The question for every file of a folder (and JSONL lines without one).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Items answered together.")
+@ray_options
+@model_options
+@generation_options
+def batch(source: str, out: str, prompt: str | None, batch_size: int, use_ray: bool, **kwargs) -> None:
+    """Answer every item of INPUT (a folder with --prompt, or a .jsonl of media and prompts) into
+    RESULTS.jsonl: smolsight batch photos/ -p "Is there smoke?" -o answers.jsonl"""
+    from .engine.options import resolve_options
+    from .scale.batch import answer_payloads, done_ids, read_items, run_local, write_rows
+
+    items = read_items(source, prompt)
+    done = done_ids(out)
+    todo = [item for item in items if item.id not in done]
+    preset, knobs, settings = split_generation(kwargs)
+    options = resolve_options(preset, **knobs)
+    progress = not kwargs["quiet"]
+    if done:
+        click.echo(f"{len(items) - len(todo)} of {len(items)} items already in {out}; asking the other {len(todo)}", err=True)
+    if not todo:
+        return
+    if use_ray:
+        from dataclasses import asdict
+
+        from .scale.data import run_on_ray
+
+        pool, spec = actor_pool(kwargs, batch_size), engine_spec(kwargs)
+        answer = functools.partial(answer_payloads, options=options, settings=settings)
+        rows = run_on_ray([asdict(item) for item in todo], answer, spec, pool)
+    else:
+        drop_ray_options(kwargs)
+        rows = run_local(load_engine(kwargs), todo, options, settings, batch_size)
+    counts = write_rows(rows, out, len(todo), progress)
+    click.echo(f"wrote {counts['answered']} answers and {counts['errors']} errors to {out}", err=True)
+
+
 @main.command()
 @model_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all).")
@@ -205,7 +279,14 @@ def make_checkpoint_command(directory: str, shape: str, seed: int, force: bool) 
 @click.option("--allow-private-urls", is_flag=True, help="Also fetch from loopback, private and link-local addresses.")
 @click.option("--api-key", envvar="SMOLSIGHT_API_KEY", default=None, help="Require 'Authorization: Bearer KEY' [env SMOLSIGHT_API_KEY].")
 @click.option("--api-key-file", default=None, help="File with accepted keys, one per line.")
-def serve(host: str, port: int, api_key: str | None, api_key_file: str | None, **kwargs) -> None:
+@click.option("--ray", "use_ray", is_flag=True, help="Serve as Ray Serve replicas (pip install 'smolsight[ray]').")
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="With --ray: replicas, one engine each.")
+@click.option("--autoscale", default=None, metavar="MIN:MAX", help="With --ray: scale replicas between MIN and MAX by load.")
+@click.option("--cpus-per-replica", type=float, default=1.0, show_default=True, help="With --ray: CPUs each replica holds.")
+@click.option("--gpus-per-replica", type=float, default=0.0, show_default=True, help="With --ray: GPUs each replica holds.")
+@click.option("--ray-address", default=None, envvar="RAY_ADDRESS", help="With --ray: an existing cluster [default: start Ray here].")
+def serve(host: str, port: int, api_key: str | None, api_key_file: str | None, use_ray: bool, replicas: int,
+          autoscale: str | None, cpus_per_replica: float, gpus_per_replica: float, ray_address: str | None, **kwargs) -> None:
     """Serve an OpenAI-compatible API (/v1/chat/completions) and a web page at /."""
     from .serve.app import serve as run_server
     from .serve.settings import ServerSettings, read_api_keys
@@ -214,6 +295,13 @@ def serve(host: str, port: int, api_key: str | None, api_key_file: str | None, *
     log_level = "warning" if kwargs["quiet"] else "info"
     model_name = kwargs.pop("served_model_name") or kwargs["model"]
     settings = ServerSettings(model_name=model_name, api_keys=keys, **{k: kwargs.pop(k) for k in list(kwargs) if k in ServerSettings.__dataclass_fields__})
+    if use_ray:
+        from .scale.cluster import ActorResources
+        from .scale.serving import Replicas, application, parse_autoscale, serve_on_ray
+
+        pool = Replicas(replicas, parse_autoscale(autoscale), resources=ActorResources(cpus_per_replica, gpus_per_replica))
+        serve_on_ray(application(engine_spec(kwargs), settings, pool), host, port, ray_address)
+        return
     engine = load_engine(kwargs)
     run_server(engine, settings, host, port, log_level)
 
@@ -228,16 +316,17 @@ def serve(host: str, port: int, api_key: str | None, api_key_file: str | None, *
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Run only the first N cases.")
 @click.option("--scenario", "scenarios", multiple=True, help="Run only this scenario (repeatable).")
 @click.option("--label", default=None, help="Name of this run in comparisons [default: model, preset, style].")
+@ray_options
 @model_options
 @generation_options
 def eval_command(paths: tuple[str, ...], compare: bool, out: str | None, prompt_style: str, batch_size: int,
-                 limit: int | None, scenarios: tuple[str, ...], label: str | None, **kwargs) -> None:
+                 limit: int | None, scenarios: tuple[str, ...], label: str | None, use_ray: bool, **kwargs) -> None:
     """Score a model on SUITE: smolsight eval SUITE --model M --out DIR (results.json, report.html).
     Or compare runs: smolsight eval --compare A/results.json B/results.json --out DIR (compare.html)."""
     from .evals.compare import compare_runs, write_comparison
     from .evals.results import load_run, scenario_table
-    from .evals.runner import run_suite, write_run
-    from .evals.suite import load_suite, select_cases
+    from .evals.runner import plan_run, run_suite, write_run
+    from .evals.suite import load_suite
 
     if compare:
         runs = [load_run(path) for path in paths]
@@ -247,12 +336,17 @@ def eval_command(paths: tuple[str, ...], compare: bool, out: str | None, prompt_
     if len(paths) != 1:
         raise SmolsightError(f"give one suite, not {len(paths)} (to compare runs, add --compare)")
     suite = load_suite(paths[0])
-    select_cases(suite, scenarios, limit)  # a bad filter fails before the model loads
     preset, knobs, settings = split_generation(kwargs)
+    plan = plan_run(suite, preset, prompt_style, batch_size, limit, scenarios, **knobs, **settings)  # checked before loading
     progress = not kwargs["quiet"]
-    engine = load_engine(kwargs)
-    run = run_suite(engine, suite, preset, prompt_style, progress, label, batch_size=batch_size,
-                             limit=limit, scenarios=scenarios, **knobs, **settings)  # fmt: skip
+    if use_ray:
+        from .scale.evaluate import run_suite_on_ray
+
+        run = run_suite_on_ray(plan, engine_spec(kwargs), actor_pool(kwargs, batch_size), progress, label)
+    else:
+        drop_ray_options(kwargs)
+        run = run_suite(load_engine(kwargs), suite, preset, prompt_style, progress, label, batch_size=batch_size,
+                        limit=limit, scenarios=scenarios, **knobs, **settings)  # fmt: skip
     results = write_run(run, out or "eval-results")
     click.echo(scenario_table(run))
     click.echo(f"wrote {results} and {results.parent / 'report.html'}", err=True)

@@ -1,7 +1,8 @@
 """The package's architecture, checked: imports flow one way and every module says what it is for.
 
 Layers, bottom up: the shared leaves (errors, console, text, tasks, checkpoints), `engine`,
-then `serve` and `evals` side by side, then `train`, then the top (cli, bench). A module may
+then `serve` and `evals` side by side, then `train` and `scale` (Ray) side by side, then the top
+(cli, bench). A module may
 import its own layer and the layers below, never above; `serve` and `evals` never import each
 other. Imports under `if TYPE_CHECKING:` are annotations only and are not counted.
 """
@@ -21,7 +22,8 @@ ALLOWED = {
     "serve": {"leaf", "engine", "serve"},
     "evals": {"leaf", "engine", "evals"},
     "train": {"leaf", "engine", "evals", "train"},
-    "top": {"leaf", "engine", "serve", "evals", "train", "top"},
+    "scale": {"leaf", "engine", "serve", "evals", "scale"},
+    "top": {"leaf", "engine", "serve", "evals", "train", "scale", "top"},
 }
 
 
@@ -109,7 +111,7 @@ def test_no_import_circles():
 
 def test_the_layout_reads_as_the_architecture():
     subpackages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
-    assert {"engine", "serve", "evals", "train"} <= subpackages
+    assert {"engine", "serve", "evals", "train", "scale"} <= subpackages
     assert len([p for p in PACKAGE.glob("*.py")]) <= 12, "the top level is for entry points and shared leaves"
 
 

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..engine.options import DEFAULT_PRESET, resolve_options
+from ..engine.batches import Backend, answer_isolated, error_detail, request_or_error
+from ..engine.options import DEFAULT_PRESET, GenerationOptions, resolve_options
 from ..engine.redundancy import repetition_metrics
 from ..errors import SmolsightError
 from ..tasks import STYLES
@@ -34,15 +35,9 @@ from .scoring import score
 from .suite import Case, Suite, case_prompt, select_cases
 
 if TYPE_CHECKING:  # the engine (and torch) load only when a run starts: compare and synth stay quick
-    from ..engine import Request, Result
+    from ..engine import Result
 
 SETTINGS = ("image_size", "split", "video_fps", "max_frames")
-
-
-class Backend(Protocol):
-    """What answers: the `Engine`, or anything else that turns requests into results in order."""
-
-    def ask_batch(self, requests: list[Request]) -> list[Result]: ...
 
 
 def run_suite(
@@ -63,6 +58,49 @@ def run_suite(
     `overrides` are decoding knobs (see `GenerationOptions`) and processing settings
     (image_size, split, video_fps, max_frames). A case whose media cannot be read, or a batch
     the backend rejects, is recorded as an error and the run goes on."""
+    plan = plan_run(suite, preset, prompt_style, batch_size, limit, scenarios, **overrides)
+    runtime = dict(getattr(engine, "runtime", {}) or {"model": type(engine).__name__})
+    results: list[CaseResult] = []
+    bar = progress_bar(len(plan.cases), progress)
+    for start in range(0, len(plan.cases), batch_size):
+        batch = plan.cases[start : start + batch_size]
+        results += answer_cases(engine, batch, plan)
+        bar.update(len(batch))
+        bar.set_postfix_str(accuracy_note(results))
+    bar.close()
+    return Run(plan.meta(runtime, adapter_label), results)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run asks, checked before any model loads: the cases, how each is prompted, the
+    generation options and processing settings."""
+
+    suite: Suite
+    cases: list[Case]
+    prompt_style: str
+    preset: str
+    options: GenerationOptions
+    settings: dict
+    batch_size: int
+    scenarios: list[str] | None
+    limit: int | None
+
+    def meta(self, runtime: dict, label: str | None = None) -> dict:
+        """What results.json says about the run; `runtime` is the engine's (model, device…)."""
+        return {
+            "suite": str(self.suite.path), "suite_name": self.suite.name, "model": runtime.get("model"),
+            "preset": self.preset, "prompt_style": self.prompt_style, "runtime": runtime,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "label": label or f"{Path(str(runtime.get('model'))).name} {self.preset} {self.prompt_style}",
+            "options": self.options.to_dict(), "settings": self.settings, "batch_size": self.batch_size,
+            "scenarios": self.scenarios, "limit": self.limit, "smolsight": version("smolsight"),
+        }  # fmt: skip
+
+
+def plan_run(suite: Suite, preset: str | None = None, prompt_style: str = "short", batch_size: int = 1,
+             limit: int | None = None, scenarios: Iterable[str] | None = None, **overrides) -> RunPlan:
+    """Check a run's settings and pick its cases (see `run_suite` for the arguments)."""
     if prompt_style not in STYLES:
         raise SmolsightError(f"unknown prompt style {prompt_style!r}; choose one of {', '.join(STYLES)}")
     if batch_size < 1:
@@ -70,69 +108,26 @@ def run_suite(
     settings = {k: overrides.pop(k) for k in SETTINGS if k in overrides}
     options = resolve_options(preset, **overrides)
     cases = select_cases(suite, scenarios, limit)
-    runtime = dict(getattr(engine, "runtime", {}) or {"model": type(engine).__name__})
-    meta = {
-        "suite": str(suite.path), "suite_name": suite.name, "model": runtime.get("model"),
-        "preset": preset or DEFAULT_PRESET, "prompt_style": prompt_style, "runtime": runtime,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "label": adapter_label or f"{Path(str(runtime.get('model'))).name} {preset or DEFAULT_PRESET} {prompt_style}",
-        "options": options.to_dict(), "settings": settings, "batch_size": batch_size,
-        "scenarios": sorted(scenarios) if scenarios else None, "limit": limit, "smolsight": version("smolsight"),
-    }  # fmt: skip
-    results: list[CaseResult] = []
-    bar = _progress_bar(len(cases), progress)
-    for start in range(0, len(cases), batch_size):
-        batch = cases[start : start + batch_size]
-        prompts = [case_prompt(case, prompt_style) for case in batch]
-        outcomes = _answer(engine, [_request(c, p, options, settings) for c, p in zip(batch, prompts)])
-        results += [_record(c, p, o) for c, p, o in zip(batch, prompts, outcomes)]
-        bar.update(len(batch))
-        bar.set_postfix_str(_accuracy_note(results))
-    bar.close()
-    return Run(meta, results)
+    return RunPlan(suite, cases, prompt_style, preset or DEFAULT_PRESET, options, settings, batch_size,
+                   sorted(scenarios) if scenarios else None, limit)  # fmt: skip
 
 
-def _progress_bar(total: int, enabled: bool):
+def answer_cases(backend: Backend, cases: list[Case], plan: RunPlan) -> list[CaseResult]:
+    """The cases answered as one batch and scored; a case that cannot run is an error row."""
+    prompts = [case_prompt(case, plan.prompt_style) for case in cases]
+    requests = [request_or_error([str(m) for m in c.media], p, plan.options, plan.settings) for c, p in zip(cases, prompts)]
+    return [_record(c, p, o) for c, p, o in zip(cases, prompts, answer_isolated(backend, requests))]
+
+
+def progress_bar(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="case", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
 
 
-def _accuracy_note(results: list[CaseResult]) -> str:
+def accuracy_note(results: list[CaseResult]) -> str:
     scored = [r for r in results if r.passed is not None]
     return f"passed {sum(1 for r in scored if r.passed)}/{len(scored)}"
-
-
-def _request(case: Case, prompt: str, options, settings: dict) -> Request | SmolsightError:
-    """The case as a request, or the error that says why its media cannot be used."""
-    from ..engine import Request
-
-    try:
-        return Request.simple([str(m) for m in case.media], prompt, options=options, **settings)
-    except SmolsightError as exc:
-        return exc
-
-
-def _answer(backend: Backend, requests: list[Request | SmolsightError]) -> list[Result | Exception]:
-    """Results for the good requests, errors in place of bad ones; a batch that fails is retried
-    one request at a time so one bad case does not sink the others. A failure of our own
-    (RuntimeError, out of memory) is recorded like a bad input, with its traceback on stderr:
-    one case that crashes must not end a long run."""
-    good = [r for r in requests if not isinstance(r, SmolsightError)]
-    try:
-        answers = iter(backend.ask_batch(good) if good else [])
-    except Exception as exc:  # noqa: BLE001 - recorded per case, the run goes on
-        if len(good) == 1:
-            if not isinstance(exc, SmolsightError):
-                traceback.print_exc()
-            answers = iter([exc])
-        else:
-            answers = iter(outcome for request in good for outcome in _answer(backend, [request]))
-    return [r if isinstance(r, SmolsightError) else next(answers) for r in requests]
-
-
-def _error_detail(error: Exception) -> str:
-    return f"error: {error}" if isinstance(error, SmolsightError) else f"error: {type(error).__name__}: {error}"
 
 
 def _record(case: Case, prompt: str, outcome: Result | Exception) -> CaseResult:
@@ -143,7 +138,7 @@ def _record(case: Case, prompt: str, outcome: Result | Exception) -> CaseResult:
     if isinstance(outcome, Exception):
         scored = case.answer_type != "free"  # a case that could not run fails, unless it is never scored
         return CaseResult(**base, answer="", passed=False if scored else None, score=0.0 if scored else None,
-                          detail=_error_detail(outcome), latency_s=0.0, ttft_s=0.0, input_tokens=0, output_tokens=0,
+                          detail=f"error: {error_detail(outcome)}", latency_s=0.0, ttft_s=0.0, input_tokens=0, output_tokens=0,
                           finish_reason="error")  # fmt: skip
     verdict = score(outcome.text, case)
     raw = outcome.raw_text or outcome.text
