@@ -201,10 +201,12 @@ def ray_options(command):
 
 
 def actor_pool(kwargs: dict, batch_size: int):
-    """The Ray pool from --actors/--cpus-per-actor/--gpus-per-actor/--ray-address."""
-    from .scale.cluster import ActorResources
+    """The Ray pool from --actors/--cpus-per-actor/--gpus-per-actor/--ray-address (Ray itself
+    checked for first, so a missing extra is one line before any work)."""
+    from .scale.cluster import ActorResources, require_ray
     from .scale.data import Pool
 
+    require_ray()
     resources = ActorResources(kwargs.pop("cpus_per_actor"), kwargs.pop("gpus_per_actor"))
     return Pool(kwargs.pop("actors"), batch_size, resources, kwargs.pop("ray_address"))
 
@@ -296,9 +298,10 @@ def serve(host: str, port: int, api_key: str | None, api_key_file: str | None, u
     model_name = kwargs.pop("served_model_name") or kwargs["model"]
     settings = ServerSettings(model_name=model_name, api_keys=keys, **{k: kwargs.pop(k) for k in list(kwargs) if k in ServerSettings.__dataclass_fields__})
     if use_ray:
-        from .scale.cluster import ActorResources
+        from .scale.cluster import ActorResources, require_ray
         from .scale.serving import Replicas, application, parse_autoscale, serve_on_ray
 
+        require_ray()
         pool = Replicas(replicas, parse_autoscale(autoscale), resources=ActorResources(cpus_per_replica, gpus_per_replica))
         serve_on_ray(application(engine_spec(kwargs), settings, pool), host, port, ray_address)
         return

@@ -149,8 +149,10 @@ def test_bad_batch_inputs_fail_in_one_line_before_loading(tmp_path, photos):
 
 def test_missing_ray_is_one_clear_line(monkeypatch, photos, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed: `import ray` fails
-    run = cli("batch", str(photos), "-p", QUESTION, "-o", str(tmp_path / "o.jsonl"), "--ray", "--model", "/nope")
-    assert run.returncode == 1 and run.stderr.strip() == "error: this needs Ray: pip install 'smolsight[ray]'"
+    (tmp_path / "suite.yaml").write_text("cases:\n  - {id: a, scenario: any, media: [photos/cam0.png], prompt: Hi, answer_type: free}\n")
+    for args in (["batch", str(photos), "-p", QUESTION, "-o", str(tmp_path / "o.jsonl")], ["eval", str(tmp_path)], ["serve"]):
+        run = cli(*args, "--ray", "--model", "/nope")
+        assert run.returncode == 1 and run.stderr == "error: this needs Ray: pip install 'smolsight[ray]'\n", args
     from smolsight.scale.cluster import require_ray
 
     with pytest.raises(SmolsightError, match="pip install 'smolsight\\[ray\\]'"):
