@@ -39,11 +39,14 @@ from __future__ import annotations
 
 from . import directions, numbers, text  # noqa: F401  (each registers its scorers)
 from .directions import DIRECTIONS, canonical_direction, read_direction
-from .numbers import chinese_number, english_number, find_numbers, read_number
+from .negation import negation_scopes
+from .numbers import read_number, stated_numbers
+from .numerals import NumberReading, chinese_number, english_number, find_numbers
 from .registry import SCORERS, Score, score
 from .text import anls, keyword_hits, levenshtein, pick_choice
 
 __all__ = [
-    "DIRECTIONS", "SCORERS", "Score", "anls", "canonical_direction", "chinese_number", "english_number",
-    "find_numbers", "keyword_hits", "levenshtein", "pick_choice", "read_direction", "read_number", "score",
+    "DIRECTIONS", "SCORERS", "NumberReading", "Score", "anls", "canonical_direction", "chinese_number",
+    "english_number", "find_numbers", "keyword_hits", "levenshtein", "negation_scopes", "pick_choice",
+    "read_direction", "read_number", "score", "stated_numbers",
 ]
