@@ -2,9 +2,16 @@
 
 `run_suite` sends each case's media and prompt to anything with the engine's
 `ask_batch(requests) -> list[Result]` (the `Engine`, or a scripted stand-in), scores the
-answers with `smolsight.scoring` and returns a `Run`: the answers, verdicts, latencies, token
-counts and repetition metrics, and the settings that produced them. `write_run` keeps a run
-as results.json plus a self-contained report.html.
+answers with `smolsight.evals.scoring` and returns a `Run`: the answers, verdicts, latencies,
+token counts and repetition metrics, and the settings that produced them. `write_run` keeps a
+run as results.json plus a self-contained report.html.
+
+Loops cost accuracy: an answer whose raw text looped (the engine's `metrics["looped"]`, else
+`repetition_metrics` of the raw text) is marked `looped`, and with `loops_fail=True` (the
+default) a scored case with a looped answer fails whatever its text says, its detail saying so.
+The engine trims a loop before scoring, so without this rule "37" said sixty times would pass as
+"37". `loops_fail=False` scores looped answers as written. Each case records its `loop_rule`,
+the run's meta `loops_fail`.
 
 Prompts: a case without its own prompt, or whose prompt is one of its task's built-in prompts
 (as the synthetic suite writes them), gets the task's prompt in the chosen style: `short`
@@ -29,8 +36,8 @@ from ..engine.redundancy import repetition_metrics
 from ..errors import SmolsightError
 from ..tasks import STYLES
 from .report import render_run
-from .results import CaseResult, Run
-from .scoring import score
+from .results import LOOPS_FAIL, LOOPS_SCORED, CaseResult, Run
+from .scoring import Score, score
 from .suite import Case, Suite, case_prompt, select_cases
 
 if TYPE_CHECKING:  # the engine (and torch) load only when a run starts: compare and synth stay quick
@@ -56,13 +63,15 @@ def run_suite(
     batch_size: int = 1,
     limit: int | None = None,
     scenarios: Iterable[str] | None = None,
+    loops_fail: bool = True,
     **overrides,
 ) -> Run:
     """Answer and score every selected case, `batch_size` cases per `ask_batch` call.
 
     `overrides` are decoding knobs (see `GenerationOptions`) and processing settings
     (image_size, split, video_fps, max_frames). A case whose media cannot be read, or a batch
-    the backend rejects, is recorded as an error and the run goes on."""
+    the backend rejects, is recorded as an error and the run goes on. With `loops_fail`, a
+    looped answer to a scored case fails (see the module docstring)."""
     if prompt_style not in STYLES:
         raise SmolsightError(f"unknown prompt style {prompt_style!r}; choose one of {', '.join(STYLES)}")
     if batch_size < 1:
@@ -77,15 +86,17 @@ def run_suite(
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "label": adapter_label or f"{Path(str(runtime.get('model'))).name} {preset or DEFAULT_PRESET} {prompt_style}",
         "options": options.to_dict(), "settings": settings, "batch_size": batch_size,
-        "scenarios": sorted(scenarios) if scenarios else None, "limit": limit, "smolsight": version("smolsight"),
+        "scenarios": sorted(scenarios) if scenarios else None, "limit": limit, "loops_fail": loops_fail,
+        "smolsight": version("smolsight"),
     }  # fmt: skip
+    loop_rule = LOOPS_FAIL if loops_fail else LOOPS_SCORED
     results: list[CaseResult] = []
     bar = _progress_bar(len(cases), progress)
     for start in range(0, len(cases), batch_size):
         batch = cases[start : start + batch_size]
         prompts = [case_prompt(case, prompt_style) for case in batch]
         outcomes = _answer(engine, [_request(c, p, options, settings) for c, p in zip(batch, prompts)])
-        results += [_record(c, p, o) for c, p, o in zip(batch, prompts, outcomes)]
+        results += [_record(c, p, o, loop_rule) for c, p, o in zip(batch, prompts, outcomes)]
         bar.update(len(batch))
         bar.set_postfix_str(_accuracy_note(results))
     bar.close()
@@ -135,24 +146,35 @@ def _error_detail(error: Exception) -> str:
     return f"error: {error}" if isinstance(error, SmolsightError) else f"error: {type(error).__name__}: {error}"
 
 
-def _record(case: Case, prompt: str, outcome: Result | Exception) -> CaseResult:
+def _record(case: Case, prompt: str, outcome: Result | Exception, loop_rule: str) -> CaseResult:
     base = {
         "id": case.id, "scenario": case.scenario, "task": case.task, "lang": case.lang, "prompt": prompt,
         "media": [str(m) for m in case.media], "expected": case.expected, "answer_type": case.answer_type,
+        "loop_rule": loop_rule,
     }  # fmt: skip
     if isinstance(outcome, Exception):
         scored = case.answer_type != "free"  # a case that could not run fails, unless it is never scored
         return CaseResult(**base, answer="", passed=False if scored else None, score=0.0 if scored else None,
                           detail=_error_detail(outcome), latency_s=0.0, ttft_s=0.0, input_tokens=0, output_tokens=0,
                           finish_reason="error")  # fmt: skip
-    verdict = score(outcome.text, case)
     raw = outcome.raw_text or outcome.text
+    metrics = outcome.metrics or repetition_metrics(raw).to_dict()
+    looped = bool(metrics.get("looped"))
+    verdict = _loop_rule(score(outcome.text, case), looped, loop_rule)
     return CaseResult(
         **base, answer=outcome.text, passed=verdict.passed, score=verdict.value, detail=verdict.detail,
         latency_s=outcome.total_s, ttft_s=outcome.ttft_s, input_tokens=outcome.input_tokens,
         output_tokens=outcome.output_tokens, finish_reason=outcome.finish_reason,
-        metrics=outcome.metrics or repetition_metrics(raw).to_dict(), raw_answer=raw,
+        metrics=metrics, raw_answer=raw, looped=looped,
     )  # fmt: skip
+
+
+def _loop_rule(verdict: Score, looped: bool, loop_rule: str) -> Score:
+    """The verdict once the loop rule is applied: under LOOPS_FAIL a looped answer to a scored
+    case fails with value 0, and the detail keeps what the scorer read."""
+    if not looped or verdict.passed is None or loop_rule != LOOPS_FAIL:
+        return verdict
+    return Score(False, 0.0, f"looped answer: fails ({loop_rule}); the scorer read: {verdict.detail}")
 
 
 def write_run(run: Run, out_dir: str | Path) -> Path:
