@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 # - a side and a quality in one clause, either order: "右侧温度更高", "左侧较冷", "左高右低",
 #   "the right side is hotter", "hotter on the right", "lower on the left" (red/红 count as hot,
 #   blue/蓝 as cold: the jet colormap's ends);
-# - motion towards a side: "向右移动", "到右边", "to the right", "rightwards", "moves up".
+# - motion towards a side: "向右移动", "到右边", "to the right", "rightwards", "moves up", and
+#   each side joined on ("moves left and right" votes for both, a tie).
 # A cue under negation is no vote ("右侧不比左侧热", "the dot does not move left", "温度没有升高"):
 # a denial says what is not so, not what is. The direction with the most votes is the answer's;
 # a tie reads as no direction.
@@ -94,7 +95,8 @@ _TOWARDS = re.compile(
     r"(?:向|往|朝|到|至)([左右上下顶底])"
     r"|(?<![a-z])(?:to(?:wards?)?|toward)\s+(?:the\s+)?(left|right|top|bottom)(?![a-z])"
     r"|(?<![a-z])(left|right|up|down)wards?(?![a-z])"
-    r"|(?<![a-z])(?:mov\w*|go(?:es|ing)?|went|travel\w*|slid\w*|drift\w*|shift\w*)\s+(left|right|up|down)(?![a-z])",
+    r"|(?<![a-z])(?:mov\w*|go(?:es|ing)?|went|travel\w*|slid\w*|drift\w*|shift\w*)\s+(left|right|up|down)(?![a-z])"
+    r"|(?<![a-z])(?:and|or)\s+(?:then\s+)?(left|right|up|down)(?![a-z])",
     re.IGNORECASE,
 )
 _RISE_OR_FALL = re.compile(rf"({_words('rise')})|{_words('fall')}", re.IGNORECASE)

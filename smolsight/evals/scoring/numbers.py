@@ -9,10 +9,10 @@ Which numbers state the answer (`stated_numbers`):
    negation's scope is not stated: "不是37只，是38只" states 38.
 2. Numbers of the case's kind only. A case with a length unit takes numbers written with a
    length unit, converted to its unit (mm, cm, m, 寸, 英寸, inch, …), or bare numbers when
-   there are none; a case with another unit we read (°C, %, …) takes that dimension, or bare
-   numbers; a count (no unit) takes bare numbers and counts (个, 只, pieces), not "2厘米" or
-   "30°C" beside them. An answer with no number of the case's kind is read by the numbers it
-   has. A lone 一/one is an article when any other number is left ("一张图像").
+   there are none, never "11 kW"; a case with another unit (°C, %, …) takes numbers in that
+   unit's dimension, or bare ones; a count (task `count`, no unit) takes bare numbers and counts
+   (个, 只, pieces), never "2厘米" or "30°C"; a case with neither takes any number. A lone
+   一/one is an article when any other number is left ("一张图像").
 3. What each number is about. It states the answer when it is attached to the subject ("37只
    虾苗", "37 shrimp fry", "虾苗约37只", "the number of shrimp fry is 37"), marked as a total
    ("共7个", "37 in total") or stands alone ("37。", "There are 37."). It is about something
@@ -96,17 +96,16 @@ def _zeros(text: str, subject: list[str]) -> list[NumberReading]:
             for m in re.finditer("|".join(patterns), text, re.IGNORECASE)]
 
 
-def _of_the_case_kind(readings: list[NumberReading], unit: str | None) -> list[NumberReading]:
+def _of_the_case_kind(readings: list[NumberReading], case: Case) -> list[NumberReading]:
     """The readings in the case's dimension (rule 2 of the module docstring)."""
-    dimension = unit_dimension(unit) if unit else "count"
-    if dimension is None:  # a unit we do not read: numbers written with it, else bare ones
-        typed = [r for r in readings if r.unit == unicodedata.normalize("NFKC", unit).strip().lower()]
-    else:
-        typed = [r for r in readings if unit_dimension(r.unit) == dimension]
-    bare = [r for r in readings if r.unit is None]
-    if dimension == "count":
-        typed = sorted(typed + bare, key=lambda r: r.start)
-    return typed or bare or readings
+    if case.unit:
+        unit = unicodedata.normalize("NFKC", case.unit).strip().lower()
+        dimension = unit_dimension(unit)
+        typed = [r for r in readings if (unit_dimension(r.unit) == dimension if dimension else r.unit == unit)]
+        return typed or [r for r in readings if r.unit is None]
+    if case.task == "count":
+        return [r for r in readings if r.unit is None or unit_dimension(r.unit) == "count"]
+    return readings
 
 
 def _naming_word(rest: str) -> str | None:
@@ -164,7 +163,7 @@ def stated_numbers(answer: str, case: Case) -> list[NumberReading]:
     readings = [r for r in find_numbers(text) if not any(z.start < r.end and r.start < z.end for z in zeros)]
     scopes = negation_scopes(text)
     readings = sorted([r for r in readings if not negated(scopes, r.start)] + zeros, key=lambda r: r.start)
-    pool = _of_the_case_kind(readings, case.unit)
+    pool = _of_the_case_kind(readings, case)
     pool = [r for r in pool if not r.lone_one] or pool
     if not pool:
         return []
