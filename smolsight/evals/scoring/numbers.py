@@ -50,7 +50,7 @@ _FUNCTION_CHARS = set("在是和与或及以了呢吧啊也都还就等中里内
 _FILLER_ZH = re.compile(
     r"(?:图像|图片|画面|照片|图|其中|中|里面|里|内|上|共计|总共|一共|合计|总计|总数|共|数量|数目|个数|答案|结果"
     r"|大约|大概|约|估计|差不多|将近|接近|超过|至少|不到|不足|多于|少于|可能|应该|大致|是|为|有|在|的|了|这|那|张"
-    r"|看到|看见|数出|数了|能|可以|我|它|它们|一共|长度|长)*"
+    r"|看到|看见|数出|数了|能|可以|我|它们|它|长度|长)*"
 )
 _FILLER_EN = set(
     "there are is was were i we you can could see count counted it they the a an answer total number numbers of in "
@@ -148,6 +148,7 @@ def _about(text: str, reading: NumberReading, left_start: int, names: str) -> st
 
 def _in_unit(reading: NumberReading, unit: str | None) -> NumberReading:
     """`reading` converted to `unit` when both are lengths (a bare number is in the case's unit)."""
+    unit = unicodedata.normalize("NFKC", unit).strip().lower() if unit else None
     if reading.unit in LENGTH_UNITS and unit in LENGTH_UNITS:
         factor = LENGTH_UNITS[reading.unit] / LENGTH_UNITS[unit]
         return replace(reading, low=round(reading.low * factor, 9), high=round(reading.high * factor, 9))
