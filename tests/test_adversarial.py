@@ -254,7 +254,7 @@ def test_anls_reads_a_plate_split_over_quotes(case):
 @pytest.mark.parametrize(
     ("answer", "picked"),
     [("关", "关"), ("阀门是关着的。", "关"), ("不是开，是关", "关"), ("阀门没有打开", "关"), ("阀门并非开启状态", "关"),
-     ("关。阀门处于关闭状态", "关"), ("开或关", None), ("开。关。开。关。", "开"), ("可能开，也可能关", None),
+     ("关。阀门处于关闭状态", "关"), ("开或关", None), ("开。关。开。关。", None), ("开，关", None), ("可能开，也可能关", None),
      ("阀门没有打开，也没有关上", None), ("我不知道", None), ("", None)],
 )  # fmt: skip
 def test_choice_reads_negation_and_refuses_hedges(case, answer, picked):
@@ -270,6 +270,8 @@ def test_choice_mentions_inside_longer_choices_belong_to_them(case):
     yes_no = case("choice", "yes", choices=["yes", "no"], prompt="Is there fire?", task="qa", lang="en")
     assert score("Yes, there is no smoke though.", yes_no).passed
     assert not score("No, there is no fire.", yes_no).passed
+    letters = case("choice", "B", choices=["A", "B", "C", "D"], prompt="Which one?", task="qa", lang="en")
+    assert score("B. It is the highest.", letters).passed and not score("A, B, C or D", letters).passed
 
 
 # --- trend ------------------------------------------------------------------------------------

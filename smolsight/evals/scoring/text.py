@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ...text import CJK, has_cjk, normalise
 from .answers import answer_spans, expected_strings, strip_echo
-from .negation import CLAUSE_MARKS, negated, negation_scopes
+from .negation import CLAUSE_MARKS, Scope, negated, negation_scopes
 from .registry import Score, scorer
 
 if TYPE_CHECKING:
@@ -33,8 +33,12 @@ def keyword_pattern(keyword: str) -> re.Pattern:
     """A keyword as a pattern over its tokens (numbers, Chinese characters, words), each on its
     own boundaries: "94.9" finds "94.9 °C" but not "94.95", "94, 9" or "93 94 95"; "P-284"
     finds "P284" and "P 284" but not "P-2845"; a final Latin word may go on ("tree" finds
-    "trees", not "street"). Between tokens only spaces, hyphens, dots and slashes may stand."""
-    tokens = _KEY_TOKEN.findall(unicodedata.normalize("NFKC", keyword))
+    "trees", not "street"). Between tokens only spaces, hyphens, dots and slashes may stand. A
+    keyword of symbols alone ("°C" has a word; "+" has none) is matched as written."""
+    keyword = unicodedata.normalize("NFKC", keyword).strip()
+    tokens = _KEY_TOKEN.findall(keyword)
+    if not tokens:
+        return re.compile(re.escape(keyword))
     parts = []
     for i, token in enumerate(tokens):
         if token[0].isdigit():
@@ -59,7 +63,7 @@ def _values(text: str) -> tuple[re.Pattern, list[str]]:
     return _NUMBER, [str(float(m.group())) for m in _NUMBER.finditer(text)]
 
 
-def _rivals(text: str, scopes: list, alternatives: list[str]) -> tuple[str, ...]:
+def _rivals(text: str, scopes: list[Scope], alternatives: list[str]) -> tuple[str, ...]:
     """Values of a value keyword's kind that the answer states and the keyword (or a synonym)
     is not: "11" and "284" beside 94.9, "NEU-505" beside P-284."""
     kind, own = _values(" ".join(alternatives))
@@ -154,18 +158,28 @@ class ChoiceReading:
     denied: tuple[str, ...] = ()
 
 
+def _opening(text: str, choices: list[str]) -> str | None:
+    """The choice the answer opens with as a clause of its own ("关。…", "No, …"), unless the
+    next clause opens with another choice (the list "开，关" is a hedge)."""
+    for choice in choices:
+        pattern = _choice_pattern(choice)
+        opening = re.match(rf"(?:{pattern.pattern})\s*(?:{CLAUSE_MARKS}|$)", text, pattern.flags)
+        if opening:
+            rest = text[opening.end() :].lstrip()
+            return None if any(_choice_pattern(c).match(rest) for c in choices if c != choice) else choice
+    return None
+
+
 def read_choice(answer: str, choices: list[str]) -> ChoiceReading:
     """The choice the answer makes. The answer equal to a choice, or opening with one ("关。",
     "No, …", "B. because …"), makes it. Otherwise the choices it names outside negation count:
-    one is picked; several ("开或关") pick none. A mention inside a longer choice's mention is
-    that choice's ("有" in "没有"). With two choices, denying one and naming neither picks the
-    other ("阀门没有打开" picks 关)."""
+    one is picked; several ("开或关", "A, B") pick none. A mention inside a longer choice's
+    mention is that choice's ("有" in "没有"). With two choices, denying one and naming neither
+    picks the other ("阀门没有打开" picks 关)."""
     text = unicodedata.normalize("NFKC", answer).strip()
-    for choice in choices:
-        if normalise(choice) == normalise(text) or re.match(
-            rf"(?:{_choice_pattern(choice).pattern})\s*(?:{CLAUSE_MARKS}|$)", text, _choice_pattern(choice).flags
-        ):
-            return ChoiceReading(choice, (choice,))
+    equal = next((c for c in choices if normalise(c) == normalise(text)), None) or _opening(text, choices)
+    if equal:
+        return ChoiceReading(equal, (equal,))
     mentions = [(m.start(), m.end(), c) for c in choices for m in _choice_pattern(c).finditer(text)]
     mentions = [(s, e, c) for s, e, c in mentions if not any(s2 <= s and e <= e2 and (e2 - s2) > (e - s) for s2, e2, _ in mentions)]
     scopes = negation_scopes(text)
