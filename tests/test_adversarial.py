@@ -122,6 +122,9 @@ def test_code_keywords(case):
         ("There are 3 tanks with 37 shrimp fry.", 37, SHRIMP_EN),
         ("I count 37.", 37, SHRIMP_EN),
         ("虾苗有37只，其中5只在左边。", 37, SHRIMP),
+        ("图中有三只虾苗，一只在左边，两只在右边。", 3, SHRIMP),
+        ("There are 37 shrimp fry. Some of them, about 10, are near the top.", 37, SHRIMP_EN),
+        ("Of the 37 shrimp fry, 10 are near the top and 27 at the bottom.", 37, SHRIMP_EN),
         ("共有三十七只虾苗。", 37, SHRIMP),
         ("37 shrimp fry in total", 37, SHRIMP_EN),
         ("零个", 0, SHRIMP),
@@ -179,6 +182,7 @@ def test_the_number_that_answers(case, answer, expected, fields):
         ("不是37只", 37, SHRIMP),
         ("There are no 37 shrimp fry here.", 37, SHRIMP_EN),
         ("虾苗约37只，另外还有40只", 40, SHRIMP),
+        ("37只在左边，38只在右边，39只在中间", 37, SHRIMP),
         ("P-284", 284, SHRIMP),
         ("No. 37", 37, SHRIMP_EN),
         ("图像中有多少虾苗？只回答一个数字。", 1, SHRIMP),  # the prompt echoed: 一 is not an answer

@@ -17,7 +17,8 @@ Which numbers state the answer (`stated_numbers`):
    虾苗", "37 shrimp fry", "虾苗约37只", "the number of shrimp fry is 37"), marked as a total
    ("共7个", "37 in total") or stands alone ("37。", "There are 37."). It is about something
    else when a word naming another thing follows it ("1张图像", "3 tanks"), its clause gives
-   it a topic of its own ("尺子长20厘米"), or it counts a part ("其中5只在左边", "including 5").
+   it a topic of its own ("尺子长20厘米"), or it counts a part: after 其中/including/of them in
+   its sentence, or placed at a side ("两只在右边", "10 are near the top").
 4. The numbers that state the answer; when none does, the final number and the others about the
    same thing. They must agree: an answer stating several values ("37个，38个，…50个", "37
    shrimp, 38 shrimp") is wrong, whichever of them is true.
@@ -63,7 +64,15 @@ _TOTAL_BEFORE = re.compile(r"共|合计|总计|总数|(?<![a-z])(?:in\s+total|to
 _TOTAL_AFTER = re.compile(r"\s*(?:in\s+total|in\s+all|altogether|total|overall)(?![a-z])", re.I)
 _LINK = re.compile(r"\s*(?:的|of\s+(?:the\s+)?)?", re.I)
 _PART = re.compile(r"其中|其余|另外|包括|(?<![a-z])(?:including|of\s+which|of\s+them|among\s+them)(?![a-z])", re.I)
-PART = "a part"  # what a number in "其中5只在左边" is about
+_SIDES = r"左|右|上|下|中间|中央|中部|角落|边缘|四周|底部|顶部|两侧"
+_LOCATED = re.compile(
+    rf"\s*[{CLASSIFIERS}]?\s*(?:都|也|还)?(?:在|位于|分布在|集中在|聚集在|靠近|靠)\s*(?:图像|图片|画面|水箱|池子|水池|鱼缸)?的?(?:{_SIDES})"
+    r"|\s*(?:[a-z]+\s+){0,3}?(?:on|at|in|near|along|towards?)\s+(?:the\s+)?"
+    r"(?:left|right|top|bottom|middle|center|centre|corner|edge|upper|lower)(?![a-z])",
+    re.I,
+)
+_SENTENCE_END = re.compile(r"[。！？；;!?\n]|\.(?!\d)")
+PART = "a part"  # what a number in "其中5只在左边", "10 are near the top" is about
 
 
 def subject_words(subject: str | None) -> list[str]:
@@ -132,12 +141,15 @@ def _about(text: str, reading: NumberReading, left_start: int, names: str) -> st
     rest = text[reading.end :]
     rest = rest[_LINK.match(rest).end() :]
     left = text[left_start : reading.start]
-    if _PART.search(left):
+    sentence = max((m.end() for m in _SENTENCE_END.finditer(text, 0, reading.start)), default=0)
+    if _PART.search(text, sentence, reading.start):
         return PART
     if names and re.match(names, rest, re.IGNORECASE):
         return ANSWER
     if _TOTAL_BEFORE.search(left) or _TOTAL_AFTER.match(text, reading.end):
         return ANSWER
+    if _LOCATED.match(rest):
+        return PART
     named = _naming_word(rest)
     if named:
         return named
