@@ -319,11 +319,14 @@ def serve(host: str, port: int, api_key: str | None, api_key_file: str | None, u
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Run only the first N cases.")
 @click.option("--scenario", "scenarios", multiple=True, help="Run only this scenario (repeatable).")
 @click.option("--label", default=None, help="Name of this run in comparisons [default: model, preset, style].")
+@click.option("--loops-fail/--loops-scored", "loops_fail", default=True, show_default=True,
+              help="A looped answer (repeated text padding the generation) fails its case; --loops-scored scores its text as written.")
 @ray_options
 @model_options
 @generation_options
 def eval_command(paths: tuple[str, ...], compare: bool, out: str | None, prompt_style: str, batch_size: int,
-                 limit: int | None, scenarios: tuple[str, ...], label: str | None, use_ray: bool, **kwargs) -> None:
+                 limit: int | None, scenarios: tuple[str, ...], label: str | None, loops_fail: bool, use_ray: bool,
+                 **kwargs) -> None:
     """Score a model on SUITE: smolsight eval SUITE --model M --out DIR (results.json, report.html).
     Or compare runs: smolsight eval --compare A/results.json B/results.json --out DIR (compare.html)."""
     from .evals.compare import compare_runs, write_comparison
@@ -340,7 +343,7 @@ def eval_command(paths: tuple[str, ...], compare: bool, out: str | None, prompt_
         raise SmolsightError(f"give one suite, not {len(paths)} (to compare runs, add --compare)")
     suite = load_suite(paths[0])
     preset, knobs, settings = split_generation(kwargs)
-    plan = plan_run(suite, preset, prompt_style, batch_size, limit, scenarios, **knobs, **settings)  # checked before loading
+    plan = plan_run(suite, preset, prompt_style, batch_size, limit, scenarios, loops_fail, **knobs, **settings)  # before loading
     progress = not kwargs["quiet"]
     if use_ray:
         from .scale.evaluate import run_suite_on_ray
@@ -349,7 +352,7 @@ def eval_command(paths: tuple[str, ...], compare: bool, out: str | None, prompt_
     else:
         drop_ray_options(kwargs)
         run = run_suite(load_engine(kwargs), suite, preset, prompt_style, progress, label, batch_size=batch_size,
-                        limit=limit, scenarios=scenarios, **knobs, **settings)  # fmt: skip
+                        limit=limit, scenarios=scenarios, loops_fail=loops_fail, **knobs, **settings)  # fmt: skip
     results = write_run(run, out or "eval-results")
     click.echo(scenario_table(run))
     click.echo(f"wrote {results} and {results.parent / 'report.html'}", err=True)

@@ -26,3 +26,23 @@ def image_file(tmp_path) -> str:
     path = tmp_path / "scene.png"
     picture().save(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def blank_media(tmp_path_factory):
+    path = tmp_path_factory.mktemp("media") / "x.png"
+    path.write_bytes(b"")  # scorers never open media; the suite only checks it exists
+    return path
+
+
+@pytest.fixture
+def case(blank_media):
+    """Makes a case to score answers against: case(answer_type, expected, **fields)."""
+    from smolsight.evals.suite import Case
+
+    def make(answer_type: str, expected=None, **fields) -> Case:
+        fields.setdefault("scenario", "test")
+        fields.setdefault("task", "describe")
+        return Case(id="c", media=[blank_media], answer_type=answer_type, expected=expected, **fields)
+
+    return make

@@ -1,4 +1,5 @@
-"""Test helpers: a live server in a thread, the CLI run in-process, a deterministic picture."""
+"""Test helpers: a live server in a thread, the CLI run in-process, a deterministic picture, a
+backend that answers from a script and the truthful answer to a suite case."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import uvicorn
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from smolsight.engine import Request, Result
+    from smolsight.evals.suite import Case
 
 
 class BackgroundServer:
@@ -72,3 +78,41 @@ def picture(width: int = 320, height: int = 240, seed: int = 0) -> Image.Image:
     draw.rectangle([width // 4, height // 4, width // 2, height // 2], fill=(220, 40 + seed * 50 % 200, 40))
     draw.ellipse([width // 2, height // 2, width - 10, height - 10], fill=(250, 250, 0))
     return image
+
+
+class ScriptedBackend:
+    """Answers each request with the next scripted text, like the engine would return it but
+    without measuring repetition (the runner measures what a backend leaves out)."""
+
+    runtime = {"model": "scripted", "device": "none"}
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers = iter(answers)
+        self.batches: list[list[Request]] = []
+
+    def ask_batch(self, requests: list[Request]) -> list[Result]:
+        self.batches.append(requests)
+        return [self.result(next(self.answers), row) for row in range(len(requests))]
+
+    @staticmethod
+    def result(text: str, row: int) -> Result:
+        from smolsight.engine import Result
+
+        return Result(text=text, finish_reason="stop", input_tokens=100, output_tokens=len(text), ttft_s=0.05,
+                      total_s=0.1 + 0.01 * row, model="scripted", device="none", dtype="none", attn="none", row=row)  # fmt: skip
+
+
+def truth(case: Case) -> str:
+    """An answer stating the case's ground truth, in words a person would use."""
+    kind, expected = case.answer_type, case.expected
+    if kind == "number":
+        return f"{expected:g}"
+    if kind in ("text", "anls", "choice"):
+        return expected if isinstance(expected, str) else expected[0]
+    if kind == "contains_all":
+        return ", ".join(expected) + "."
+    if kind == "trend":
+        if expected.startswith("moves_"):
+            return f"The dot moves to the {expected.removeprefix('moves_')}."
+        return f"The {expected.removesuffix('_hotter')} side is hotter."
+    raise AssertionError(f"no truthful answer written for {kind}")

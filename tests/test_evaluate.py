@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from helpers import cli as smolsight, picture
+from helpers import ScriptedBackend, cli as smolsight, picture, truth
 from PIL import Image
 
 from smolsight.engine import Request, Result
@@ -49,46 +49,6 @@ def tiny_run(engine, suite, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     write_run(run, out)
     return run, out
-
-
-# ---------------------------------------------------------------------------------------------
-# A second backend: answers from a script
-
-
-class ScriptedBackend:
-    """Answers each request with the next scripted text, like the engine would return it but
-    without measuring repetition (the runner measures what a backend leaves out)."""
-
-    runtime = {"model": "scripted", "device": "none"}
-
-    def __init__(self, answers: list[str]) -> None:
-        self.answers = iter(answers)
-        self.batches: list[list[Request]] = []
-
-    def ask_batch(self, requests: list[Request]) -> list[Result]:
-        self.batches.append(requests)
-        return [self.result(next(self.answers), row) for row in range(len(requests))]
-
-    @staticmethod
-    def result(text: str, row: int) -> Result:
-        return Result(text=text, finish_reason="stop", input_tokens=100, output_tokens=len(text), ttft_s=0.05,
-                      total_s=0.1 + 0.01 * row, model="scripted", device="none", dtype="none", attn="none", row=row)  # fmt: skip
-
-
-def truth(case: Case) -> str:
-    """An answer stating the case's ground truth, in words a person would use."""
-    kind, expected = case.answer_type, case.expected
-    if kind == "number":
-        return f"{expected:g}"
-    if kind in ("text", "anls", "choice"):
-        return expected if isinstance(expected, str) else expected[0]
-    if kind == "contains_all":
-        return ", ".join(expected) + "."
-    if kind == "trend":
-        if expected.startswith("moves_"):
-            return f"The dot moves to the {expected.removeprefix('moves_')}."
-        return f"The {expected.removesuffix('_hotter')} side is hotter."
-    raise AssertionError(f"no truthful answer written for {kind}")
 
 
 LOOP = "虾苗在水中游来游去，" * 30

@@ -15,25 +15,7 @@ from smolsight.evals.scoring import (
     read_number,
     score,
 )
-from smolsight.evals.suite import Case
 from smolsight.tasks import TASK_PROMPTS, task_prompt
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory):
-    path = tmp_path_factory.mktemp("media") / "x.png"
-    path.write_bytes(b"")  # scorers never open media; the suite only checks it exists
-    return path
-
-
-@pytest.fixture
-def case(image):
-    def make(answer_type: str, expected=None, **fields) -> Case:
-        fields.setdefault("scenario", "test")
-        fields.setdefault("task", "describe")
-        return Case(id="c", media=[image], answer_type=answer_type, expected=expected, **fields)
-
-    return make
 
 
 # --- number -----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import SmolsightError
 from ..engine.media import is_video, load_image, load_video
-from .results import CaseResult, Run
+from .results import LOOPS_FAIL, LOOPS_SCORED, CaseResult, Run
 
 THUMB_SIZE = (200, 150)
 PALETTE = ("#3b6fb6", "#e07b28", "#4a9a5b", "#a14da0", "#c9413a", "#6b6b6b")
@@ -172,7 +172,9 @@ def meta_list(meta: dict) -> str:
         "suite": f"{meta.get('suite_name')} ({meta.get('suite')})", "model": meta.get("model"),
         "preset": meta.get("preset"), "prompt style": meta.get("prompt_style"),
         "runtime": ", ".join(f"{k}={v}" for k, v in runtime.items() if k != "model") or "—",
-        "batch size": meta.get("batch_size"), "date": meta.get("date"), "smolsight": meta.get("smolsight"),
+        "batch size": meta.get("batch_size"),
+        "looped answers": {True: LOOPS_FAIL, False: LOOPS_SCORED}.get(meta.get("loops_fail"), "—"),
+        "date": meta.get("date"), "smolsight": meta.get("smolsight"),
     }  # fmt: skip
     rows = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in items.items())
     options = ", ".join(f"{k}={v}" for k, v in (meta.get("options") or {}).items())

@@ -12,6 +12,10 @@ from typing import Any
 from ..console import format_table
 from ..errors import SmolsightError
 
+# What a run does with a looped answer: fail it (the default), or score its text like any other.
+LOOPS_FAIL = "looped answers fail"
+LOOPS_SCORED = "looped answers scored as written"
+
 
 @dataclass
 class CaseResult:
@@ -36,6 +40,8 @@ class CaseResult:
     finish_reason: str
     metrics: dict = field(default_factory=dict)
     raw_answer: str = ""  # before loop trimming and sentence de-duplication
+    looped: bool = False  # the raw answer was padded with repeated text (metrics["looped"])
+    loop_rule: str = ""  # LOOPS_FAIL or LOOPS_SCORED: what the run did with looped answers
 
     @classmethod
     def from_dict(cls, data: dict) -> CaseResult:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ...text import normalise
 from .answers import strip_echo
+from .negation import Scope, negated, negation_scopes
 from .registry import Score, scorer
 
 if TYPE_CHECKING:
@@ -26,8 +27,11 @@ if TYPE_CHECKING:
 # - a side and a quality in one clause, either order: "右侧温度更高", "左侧较冷", "左高右低",
 #   "the right side is hotter", "hotter on the right", "lower on the left" (red/红 count as hot,
 #   blue/蓝 as cold: the jet colormap's ends);
-# - motion towards a side: "向右移动", "到右边", "to the right", "rightwards", "moves up".
-# The direction with the most votes is the answer's; a tie reads as no direction.
+# - motion towards a side: "向右移动", "到右边", "to the right", "rightwards", "moves up", and
+#   each side joined on ("moves left and right" votes for both, a tie).
+# A cue under negation is no vote ("右侧不比左侧热", "the dot does not move left", "温度没有升高"):
+# a denial says what is not so, not what is. The direction with the most votes is the answer's;
+# a tie reads as no direction.
 
 SIDES = ("left", "right", "top", "bottom")
 _OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
@@ -91,7 +95,8 @@ _TOWARDS = re.compile(
     r"(?:向|往|朝|到|至)([左右上下顶底])"
     r"|(?<![a-z])(?:to(?:wards?)?|toward)\s+(?:the\s+)?(left|right|top|bottom)(?![a-z])"
     r"|(?<![a-z])(left|right|up|down)wards?(?![a-z])"
-    r"|(?<![a-z])(?:mov\w*|go(?:es|ing)?|went|travel\w*|slid\w*|drift\w*|shift\w*)\s+(left|right|up|down)(?![a-z])",
+    r"|(?<![a-z])(?:mov\w*|go(?:es|ing)?|went|travel\w*|slid\w*|drift\w*|shift\w*)\s+(left|right|up|down)(?![a-z])"
+    r"|(?<![a-z])(?:and|or)\s+(?:then\s+)?(left|right|up|down)(?![a-z])",
     re.IGNORECASE,
 )
 _RISE_OR_FALL = re.compile(rf"({_words('rise')})|{_words('fall')}", re.IGNORECASE)
@@ -102,9 +107,11 @@ def _side(word: str) -> str:
     return _SIDE_NAMES.get(word.lower()) or _SIDE_NAMES.get(word[0]) or _SIDE_NAMES[word.split()[0].lower()]
 
 
-def _gradient_cues(text: str, family: str) -> list[tuple[str, str]]:
+def _gradient_cues(text: str, family: str, scopes: list[Scope]) -> list[tuple[str, str]]:
     cues = []
     for m in _GRADIENT.finditer(text):
+        if negated(scopes, m.start(), m.end()):
+            continue
         start_word, end_word = [g for g in m.groups() if g]
         start, end = _side(start_word), _side(end_word)
         if family == "moves":
@@ -112,17 +119,19 @@ def _gradient_cues(text: str, family: str) -> list[tuple[str, str]]:
             continue
         begin = max((e.end() for e in _SENTENCE_END.finditer(text, 0, m.start())), default=0)
         stop = next((e.start() for e in _SENTENCE_END.finditer(text, m.end())), len(text))
-        rest = text[begin : m.start()] + " " + text[m.end() : stop]
-        changes = list(_RISE_OR_FALL.finditer(rest))
+        changes = [c for c in (*_RISE_OR_FALL.finditer(text, begin, m.start()), *_RISE_OR_FALL.finditer(text, m.end(), stop))
+                   if not negated(scopes, c.start(), c.end())]
         if changes:
             hotter = end if changes[-1].group(1) else start
             cues.append((f"{hotter}_hotter", text[begin:stop].strip(" ,")))
     return cues
 
 
-def _side_cues(text: str) -> list[tuple[str, str]]:
+def _side_cues(text: str, scopes: list[Scope]) -> list[tuple[str, str]]:
     cues = []
     for m in _SIDE_QUALITY.finditer(text):
+        if negated(scopes, m.start(), m.end()):
+            continue
         g = m.groups()
         side, quality = next((s, q) for s, q in ((g[0], g[1]), (g[3], g[2]), (g[4], g[5])) if s)
         hot = re.fullmatch(_words("hot"), quality, re.IGNORECASE) is not None
@@ -130,18 +139,20 @@ def _side_cues(text: str) -> list[tuple[str, str]]:
     return cues
 
 
-def _motion_cues(text: str) -> list[tuple[str, str]]:
-    return [(f"moves_{_side(next(g for g in m.groups() if g))}", m.group()) for m in _TOWARDS.finditer(text)]
+def _motion_cues(text: str, scopes: list[Scope]) -> list[tuple[str, str]]:
+    return [(f"moves_{_side(next(g for g in m.groups() if g))}", m.group()) for m in _TOWARDS.finditer(text)
+            if not negated(scopes, m.start(), m.end())]
 
 
 def read_direction(answer: str, family: str = "hotter") -> tuple[str | None, list[tuple[str, str]]]:
     """The direction an answer states in `family` ("hotter" or "moves"), with the cues read
-    as (direction, text) pairs. Gradients are read first and blanked out, so "from left to
-    right" is not also read as a mention of the left side."""
+    as (direction, text) pairs; cues under negation are left out. Gradients are read first and
+    blanked out, so "from left to right" is not also read as a mention of the left side."""
     text = normalise(answer, keep_punctuation=True)
-    cues = _gradient_cues(text, family)
+    scopes = negation_scopes(text)
+    cues = _gradient_cues(text, family, scopes)
     text = _GRADIENT.sub(lambda m: " " * len(m.group()), text)
-    cues += _side_cues(text) if family == "hotter" else _motion_cues(text)
+    cues += _side_cues(text, scopes) if family == "hotter" else _motion_cues(text, scopes)
     votes = Counter(direction for direction, _ in cues).most_common(2)
     if not votes or (len(votes) == 2 and votes[0][1] == votes[1][1]):
         return None, cues
