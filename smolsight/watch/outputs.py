@@ -154,10 +154,7 @@ class Mqtt:
     name = "mqtt"
 
     def __init__(self, spec: MqttSpec, undelivered: EventLog, metrics: WatchMetrics) -> None:
-        try:
-            import paho.mqtt.client as paho
-        except ImportError:
-            raise SmolsightError("MQTT output needs paho-mqtt: pip install 'smolsight[watch]'") from None
+        paho = require_paho()
         self.spec = spec
         self.undelivered = undelivered
         self.metrics = metrics
@@ -183,6 +180,15 @@ class Mqtt:
                 self.undelivered.write({"output": self.name, "error": "not published before watching stopped", "record": record})
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def require_paho():
+    """paho-mqtt's client module, or one line saying how to install it."""
+    try:
+        import paho.mqtt.client as paho
+    except ImportError:
+        raise SmolsightError("the rules file's MQTT output needs paho-mqtt: pip install 'smolsight[watch]'") from None
+    return paho
 
 
 class Outputs:

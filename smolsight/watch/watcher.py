@@ -26,8 +26,8 @@ from ..errors import SmolsightError
 from .answers import read_answer
 from .events import CLOSE, OPEN, QUIET, UPDATE, EventTracker
 from .gate import ChangeGate
-from .outputs import Outputs, WatchMetrics
-from .rules import Rule, SourceSpec, WatchConfig
+from .outputs import Outputs, WatchMetrics, require_paho
+from .rules import Rule, SourceSpec, WatchConfig, load_rules
 from .sources import Frame, Source, open_source, redact
 
 if TYPE_CHECKING:
@@ -71,6 +71,17 @@ class SourceWatch:
             return True
         last = self.last_asked.get(rule.name)
         return rule.every_s is not None and (last is None or t - last >= rule.every_s - 0.5 / self.spec.sample_fps)
+
+
+def checked_config(path: str) -> WatchConfig:
+    """The rules file, its sources and its outputs' requirements checked, before any model
+    loads: a bad rule or a bad source fails here with one line."""
+    config = load_rules(path)
+    for spec in config.sources:
+        open_source(spec, config.urls, time.monotonic)
+    if config.mqtt:
+        require_paho()
+    return config
 
 
 def safe_name(text: str) -> str:
