@@ -1,9 +1,9 @@
 """The package's architecture, checked: imports flow one way and every module says what it is for.
 
 Layers, bottom up: the shared leaves (errors, console, text, tasks, checkpoints), `engine`,
-then `serve` and `evals` side by side, then `train`, then the top (cli, bench). A module may
-import its own layer and the layers below, never above; `serve` and `evals` never import each
-other. Imports under `if TYPE_CHECKING:` are annotations only and are not counted.
+then `serve` and `evals` side by side, then `train` and `watch` (which may read answers with
+`evals`' readers), then the top (cli, bench). A module may import its own layer and the layers
+below, never above; `serve` and `evals` never import each other, nor `train` and `watch`. Imports under `if TYPE_CHECKING:` are annotations only and are not counted.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ ALLOWED = {
     "serve": {"leaf", "engine", "serve"},
     "evals": {"leaf", "engine", "evals"},
     "train": {"leaf", "engine", "evals", "train"},
-    "top": {"leaf", "engine", "serve", "evals", "train", "top"},
+    "watch": {"leaf", "engine", "evals", "watch"},
+    "top": {"leaf", "engine", "serve", "evals", "train", "watch", "top"},
 }
 
 
@@ -109,7 +110,7 @@ def test_no_import_circles():
 
 def test_the_layout_reads_as_the_architecture():
     subpackages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
-    assert {"engine", "serve", "evals", "train"} <= subpackages
+    assert {"engine", "serve", "evals", "train", "watch"} <= subpackages
     assert len([p for p in PACKAGE.glob("*.py")]) <= 12, "the top level is for entry points and shared leaves"
 
 
