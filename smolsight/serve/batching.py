@@ -139,9 +139,12 @@ class Batcher:
         """Answer requests from another thread (the watcher of `serve --watch`): they queue with
         the HTTP requests, so this worker alone drives the engine. A refusal or failure is raised."""
 
+        async def last(ticket: Ticket) -> Result:
+            return [event async for event in ticket.events()][-1]
+
         async def answers() -> list[Result]:
             tickets = [self.submit(request, time.perf_counter()) for request in requests]
-            return [[event async for event in ticket.events()][-1] for ticket in tickets]
+            return [await last(ticket) for ticket in tickets]
 
         return asyncio.run(answers())
 
