@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Install smolsight with its test tools, plus the system packages its tests use:
-# Chromium (web page and report tests), a CJK font (synthetic Chinese text images) and curl
-# (the README's curl example is run by the tests).
+# Chromium (web page and report tests), a CJK font (synthetic Chinese text images), curl
+# (the README's curl example is run by the tests), and for `smolsight watch`'s tests GStreamer's
+# RTSP server for the system Python (a real camera stream) and the Mosquitto MQTT broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v chromium >/dev/null || ! command -v curl >/dev/null || ! fc-list 2>/dev/null | grep -i "Noto Sans CJK" >/dev/null; then
+if ! command -v chromium >/dev/null || ! command -v curl >/dev/null || ! fc-list 2>/dev/null | grep -i "Noto Sans CJK" >/dev/null \
+    || ! [ -x /usr/sbin/mosquitto ] || ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" 2>/dev/null; then
     SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
-        chromium fonts-noto-cjk fonts-dejavu-core fontconfig curl
+        chromium fonts-noto-cjk fonts-dejavu-core fontconfig curl \
+        python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+        gstreamer1.0-plugins-ugly mosquitto
 fi
 python3 -m pip install -q -e ".[test]"

@@ -281,18 +281,23 @@ def batch(source: str, out: str, prompt: str | None, batch_size: int, use_ray: b
 @click.option("--allow-private-urls", is_flag=True, help="Also fetch from loopback, private and link-local addresses.")
 @click.option("--api-key", envvar="SMOLSIGHT_API_KEY", default=None, help="Require 'Authorization: Bearer KEY' [env SMOLSIGHT_API_KEY].")
 @click.option("--api-key-file", default=None, help="File with accepted keys, one per line.")
+@click.option("--watch", "watch_rules", default=None, metavar="RULES", help="Also watch RULES' sources; dashboard at /watch.")
 @click.option("--ray", "use_ray", is_flag=True, help="Serve as Ray Serve replicas (pip install 'smolsight[ray]').")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="With --ray: replicas, one engine each.")
 @click.option("--autoscale", default=None, metavar="MIN:MAX", help="With --ray: scale replicas between MIN and MAX by load.")
 @click.option("--cpus-per-replica", type=float, default=1.0, show_default=True, help="With --ray: CPUs each replica holds.")
 @click.option("--gpus-per-replica", type=float, default=0.0, show_default=True, help="With --ray: GPUs each replica holds.")
 @click.option("--ray-address", default=None, envvar="RAY_ADDRESS", help="With --ray: an existing cluster [default: start Ray here].")
-def serve(host: str, port: int, api_key: str | None, api_key_file: str | None, use_ray: bool, replicas: int,
-          autoscale: str | None, cpus_per_replica: float, gpus_per_replica: float, ray_address: str | None, **kwargs) -> None:
+def serve(host: str, port: int, api_key: str | None, api_key_file: str | None, watch_rules: str | None, use_ray: bool,
+          replicas: int, autoscale: str | None, cpus_per_replica: float, gpus_per_replica: float, ray_address: str | None,
+          **kwargs) -> None:
     """Serve an OpenAI-compatible API (/v1/chat/completions) and a web page at /."""
     from .serve.app import serve as run_server
     from .serve.settings import ServerSettings, read_api_keys
 
+    if use_ray and watch_rules:
+        raise SmolsightError("--watch runs the watcher in this process; it does not combine with --ray (run `smolsight watch` beside it)")
+    routers = watch_routers(watch_rules)
     keys = read_api_keys(api_key, api_key_file)
     log_level = "warning" if kwargs["quiet"] else "info"
     model_name = kwargs.pop("served_model_name") or kwargs["model"]
@@ -306,7 +311,7 @@ def serve(host: str, port: int, api_key: str | None, api_key_file: str | None, u
         serve_on_ray(application(engine_spec(kwargs), settings, pool), host, port, ray_address)
         return
     engine = load_engine(kwargs)
-    run_server(engine, settings, host, port, log_level)
+    run_server(engine, settings, host, port, log_level, routers)
 
 
 @main.command("eval")
@@ -476,3 +481,43 @@ def compare_presets(args: tuple[str, ...], prompt: str | None, columns: str, as_
     engine = load_engine(kwargs)
     results = compare(engine, engine.request(media, prompt, **settings), planned)
     click.echo(json.dumps(to_json(results), ensure_ascii=False) if as_json else columns_table(results))
+
+
+# ---- watch: cameras, streams, clips and folders (smolsight.watch) ---------------------------
+
+
+def watch_routers(rules: str | None) -> list:
+    """`serve --watch RULES`: the dashboard router, its watcher answered through the server's own
+    batcher (one worker drives the model); the rules are checked before the model loads."""
+    if rules is None:
+        return []
+    from .watch.dashboard import dashboard_router
+    from .watch.watcher import checked_config
+
+    return [dashboard_router(checked_config(rules), lambda app: app.state.service.batcher)]
+
+
+@main.command()
+@click.argument("rules")
+@model_options
+@click.option("--for", "duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this many seconds [default: at Ctrl-C, SIGTERM or the end of every file].")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics.")
+@click.option("--check", is_flag=True, help="Check RULES and its sources, then exit (no model loads).")
+def watch(rules: str, duration: float | None, metrics_port: int | None, check: bool, **kwargs) -> None:
+    """Watch the cameras, streams, clips and folders of RULES (YAML), ask its questions, raise alerts."""
+    from .watch.view import run_watch
+    from .watch.watcher import Watcher, checked_config
+
+    config = checked_config(rules)
+    if check:
+        click.echo(f"{rules}: {len(config.sources)} source(s), {sum(len(s.rules) for s in config.sources)} rule(s), ok")
+        return
+    engine = load_engine(kwargs)
+    watcher = Watcher(config, engine)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, "127.0.0.1", watcher.metrics.registry)
+    cost = run_watch(watcher, duration)
+    click.echo(f"{cost.summary()}\nevents in {config.out_dir / 'events.jsonl'}", err=True)

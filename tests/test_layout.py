@@ -1,10 +1,11 @@
 """The package's architecture, checked: imports flow one way and every module says what it is for.
 
 Layers, bottom up: the shared leaves (errors, console, text, tasks, checkpoints), `engine`,
-then `serve` and `evals` side by side, then `train` and `scale` (Ray) side by side, then the top
-(cli, bench). A module may
-import its own layer and the layers below, never above; `serve` and `evals` never import each
-other. Imports under `if TYPE_CHECKING:` are annotations only and are not counted.
+then `serve` and `evals` side by side, then `train`, `scale` (Ray: runs `evals` and `serve`) and
+`watch` (which may read answers with `evals`' readers) side by side, then the top (cli, bench).
+A module may import its own layer and the layers below, never above; `serve` and `evals` never
+import each other, nor do `train`, `scale` and `watch`. Imports under `if TYPE_CHECKING:` are
+annotations only and are not counted.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ ALLOWED = {
     "evals": {"leaf", "engine", "evals"},
     "train": {"leaf", "engine", "evals", "train"},
     "scale": {"leaf", "engine", "serve", "evals", "scale"},
-    "top": {"leaf", "engine", "serve", "evals", "train", "scale", "top"},
+    "watch": {"leaf", "engine", "evals", "watch"},
+    "top": {"leaf", "engine", "serve", "evals", "train", "scale", "watch", "top"},
 }
 
 
@@ -111,7 +113,7 @@ def test_no_import_circles():
 
 def test_the_layout_reads_as_the_architecture():
     subpackages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
-    assert {"engine", "serve", "evals", "train", "scale"} <= subpackages
+    assert {"engine", "serve", "evals", "train", "scale", "watch"} <= subpackages
     assert len([p for p in PACKAGE.glob("*.py")]) <= 12, "the top level is for entry points and shared leaves"
 
 

@@ -17,6 +17,7 @@ import http.client
 import ipaddress
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -58,18 +59,72 @@ def fetch(url: str, policy: UrlPolicy) -> bytes:
         raise MediaError(f"{describe(url)}: media must be a data URI (data:image/png;base64,…) or an http(s) URL")
     if not policy.allow_fetch:
         raise MediaError(f"{describe(url)}: this server does not fetch URLs; send the media as a data URI")
+    deadline = time.monotonic() + policy.timeout_s
+    parts, address = check_url(url, policy)
+    return http_get(parts, parts.port, address, policy, deadline, url)
+
+
+def check_url(url: str, policy: UrlPolicy):
+    """(the URL's parts, the checked address to connect to): the host rules of the policy, for
+    any scheme (a camera's rtsp:// URL is held to the same allow-list as an image's)."""
     try:
         parts = urlsplit(url)
-        host, port = parts.hostname, parts.port
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises on a bad port
     except ValueError as exc:
         raise MediaError(f"{describe(url)}: malformed URL ({exc})") from None
     if not host:
         raise MediaError(f"{describe(url)}: URL has no host")
     if policy.allow_list and host.lower() not in policy.allow_list:
         raise MediaError(f"{describe(url)}: host {host!r} is not on the URL allow-list")
-    deadline = time.monotonic() + policy.timeout_s
-    address = resolve_checked(host, policy.allow_private, url)
-    return http_get(parts, port, address, policy, deadline, url)
+    return parts, resolve_checked(host, policy.allow_private, url)
+
+
+def open_stream(url: str, policy: UrlPolicy) -> tuple[str, Iterator[bytes]]:
+    """(content type, body chunks) of an http(s) URL that never ends, such as a camera's MJPEG
+    stream: the policy's host rules and pinned address, `policy.timeout_s` for connecting and
+    for each read (not for the whole body); the caller closes the iterator."""
+    if not url.startswith(("http://", "https://")):
+        raise MediaError(f"{describe(url)}: a stream must be an http(s) URL")
+    parts, address = check_url(url, policy)
+    connection, _ = pinned_connection(parts, parts.port, address, lambda: policy.timeout_s)
+    path = parts.path or "/"
+    try:
+        connection.request("GET", f"{path}?{parts.query}" if parts.query else path, headers={"User-Agent": "smolsight"})
+        response = connection.getresponse()
+    except (OSError, http.client.HTTPException) as exc:
+        connection.close()
+        raise MediaError(f"{describe(url)}: could not be opened ({exc})") from None
+    if response.status != 200:
+        connection.close()
+        raise MediaError(f"{describe(url)}: the server answered HTTP {response.status} (redirects are not followed)")
+    return response.getheader("Content-Type", ""), stream_chunks(connection, response, url)
+
+
+def stream_chunks(connection, response, url: str) -> Iterator[bytes]:
+    try:
+        while chunk := response.read1(CHUNK_BYTES):
+            yield chunk
+    except (OSError, http.client.HTTPException) as exc:
+        raise MediaError(f"{describe(url)}: the stream broke off ({exc})") from None
+    finally:
+        connection.close()
+
+
+def pinned_connection(parts, port: int | None, address: str, left):
+    """(an HTTP(S) connection to the checked `address` whatever DNS answers later, the list its
+    socket lands in): TLS still checks the host name; `left()` gives each step's timeout. The
+    connection drops its reference to the socket once a response is read; the list keeps one."""
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_class(parts.hostname, port, timeout=left())
+    sockets = []
+
+    def pinned(addr, timeout, *args):
+        sockets.append(socket.create_connection((address, addr[1]), left(), *args))
+        return sockets[-1]
+
+    connection._create_connection = pinned
+    return connection, sockets
 
 
 def resolve_checked(host: str, allow_private: bool, url: str) -> str:
@@ -95,15 +150,7 @@ def http_get(parts, port: int | None, address: str, policy: UrlPolicy, deadline:
             raise MediaError(f"{describe(url)}: not fetched within {policy.timeout_s:g} s")
         return remaining
 
-    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    connection = connection_class(parts.hostname, port, timeout=left())
-    sockets = []  # the connection drops its reference once the response is read; we keep ours
-
-    def pinned(addr, timeout, *args):
-        sockets.append(socket.create_connection((address, addr[1]), left(), *args))
-        return sockets[-1]
-
-    connection._create_connection = pinned
+    connection, sockets = pinned_connection(parts, port, address, left)
     path = parts.path or "/"
     try:
         connection.request("GET", f"{path}?{parts.query}" if parts.query else path, headers={"User-Agent": "smolsight"})

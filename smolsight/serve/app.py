@@ -12,12 +12,12 @@ import asyncio
 import hmac
 import time
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 
 import uvicorn
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -228,7 +228,9 @@ def api_key_check(keys: tuple[str, ...]):
     return check
 
 
-def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAPI:
+def create_app(engine: Engine, settings: ServerSettings | None = None, routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The server; `routers` are added as they are, lifespans included (the watch dashboard of
+    `serve --watch`, which the server itself knows nothing of)."""
     settings = settings or ServerSettings()
     service = Service(engine, settings)
 
@@ -270,9 +272,12 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
+    for router in routers:
+        app.include_router(router)
     return app
 
 
-def serve(engine: Engine, settings: ServerSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def serve(engine: Engine, settings: ServerSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+          routers: Sequence[APIRouter] = ()) -> None:
     """Run until SIGINT/SIGTERM; then finish the requests in flight, refusing new ones."""
-    uvicorn.run(create_app(engine, settings), host=host, port=port, log_level=log_level, access_log=log_level == "info")
+    uvicorn.run(create_app(engine, settings, routers), host=host, port=port, log_level=log_level, access_log=log_level == "info")

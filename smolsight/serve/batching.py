@@ -135,6 +135,19 @@ class Batcher:
             self.condition.notify()
         return ticket
 
+    def ask_batch(self, requests: list[Request]) -> list[Result]:
+        """Answer requests from another thread (the watcher of `serve --watch`): they queue with
+        the HTTP requests, so this worker alone drives the engine. A refusal or failure is raised."""
+
+        async def last(ticket: Ticket) -> Result:
+            return [event async for event in ticket.events()][-1]
+
+        async def answers() -> list[Result]:
+            tickets = [self.submit(request, time.perf_counter()) for request in requests]
+            return [await last(ticket) for ticket in tickets]
+
+        return asyncio.run(answers())
+
     @property
     def depth(self) -> int:
         return len(self.waiting)
