@@ -46,3 +46,24 @@ def case(blank_media):
         return Case(id="c", media=[blank_media], answer_type=answer_type, expected=expected, **fields)
 
     return make
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright (test tools cannot download their own browser here)."""
+    from pathlib import Path
+
+    from helpers import missing_system_package
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        missing_system_package(f"no {CHROMIUM} (scripts/setup.sh installs chromium)")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -257,32 +257,25 @@ def test_load_run_errors_name_the_file(tmp_path):
 # The report in a real browser
 
 
-def test_report_renders_in_chromium(tiny_run, suite, tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("no /usr/bin/chromium")
+def test_report_renders_in_chromium(tiny_run, suite, tmp_path, browser):
     _, out = tiny_run
-    args = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        requests: list[str] = []
-        page.on("request", lambda request: requests.append(request.url))
-        page.goto((out / "report.html").as_uri())
-        for section in ("overview", "charts", "scenarios", "cases"):
-            assert page.locator(f"#{section}").is_visible()
-        assert page.locator("#scenario-table tbody tr").count() == 8
-        assert page.locator("#case-table tbody tr").count() == len(suite)
-        widths = page.eval_on_selector_all("#case-table img", "imgs => imgs.map(i => i.complete && i.naturalWidth)")
-        assert len(widths) == len(suite) + 1 and all(w > 0 for w in widths)
-        for chart in ("#chart-accuracy", "#chart-latency"):
-            box = page.locator(chart).bounding_box()
-            assert box["width"] > 300 and box["height"] > 100
-        assert all(url.startswith(("file:", "data:")) for url in requests)  # opens offline
-        shot = tmp_path / "report.png"
-        page.screenshot(path=str(shot), full_page=True)
-        browser.close()
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto((out / "report.html").as_uri())
+    for section in ("overview", "charts", "scenarios", "cases"):
+        assert page.locator(f"#{section}").is_visible()
+    assert page.locator("#scenario-table tbody tr").count() == 8
+    assert page.locator("#case-table tbody tr").count() == len(suite)
+    widths = page.eval_on_selector_all("#case-table img", "imgs => imgs.map(i => i.complete && i.naturalWidth)")
+    assert len(widths) == len(suite) + 1 and all(w > 0 for w in widths)
+    for chart in ("#chart-accuracy", "#chart-latency"):
+        box = page.locator(chart).bounding_box()
+        assert box["width"] > 300 and box["height"] > 100
+    assert all(url.startswith(("file:", "data:")) for url in requests)  # opens offline
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    page.close()
     assert Image.open(shot).size[1] > 900
     if os.environ.get("SMOLSIGHT_UPDATE_DOCS"):  # refresh the README's picture on demand only
         DOCS_IMG.mkdir(exist_ok=True)

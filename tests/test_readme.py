@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import free_port
 from click.testing import CliRunner
 
 from smolsight.cli import main
@@ -30,10 +30,6 @@ def blocks(language: str, containing: str) -> list[str]:
     return [body for lang, body in FENCE.findall(README.read_text(encoding="utf-8")) if lang == language and containing in body]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,12 @@ tens of seconds, so those tests are marked `slow` (CI runs them; see docs/develo
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
-from helpers import cli, picture
+from helpers import cli, free_port, picture
 
 from smolsight.errors import SmolsightError
 from smolsight.scale.batch import BatchInputError, done_ids, read_items
@@ -162,10 +161,6 @@ def test_missing_ray_is_one_clear_line(monkeypatch, photos, tmp_path):
 # ---- Ray Serve ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,13 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
-from helpers import picture
+from helpers import BackgroundServer, free_port, picture
 from test_media import write_video
 
 from smolsight.engine import Chunk
 from smolsight.errors import LimitError, MediaError
 from smolsight.engine.fetch import UrlPolicy, fetch
-from helpers import BackgroundServer
 from smolsight.serve.app import create_app
 from smolsight.serve.settings import ServerSettings
 
@@ -376,10 +374,6 @@ def test_schema_fuzzing_finds_no_server_error(engine, tmp_path):
     assert elapsed < 60
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_serve_command_drains_on_sigterm(tiny_checkpoint):

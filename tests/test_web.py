@@ -17,9 +17,6 @@ from smolsight.serve.settings import ServerSettings
 from smolsight.tasks import styled_prompt
 
 playwright = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 EXAMPLE = str(resources.files("smolsight") / "assets" / "example.jpg")
 QUESTION = "What is happening on this road?"
@@ -32,14 +29,6 @@ def live(engine):
         yield server
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no {CHROMIUM}")
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 def ask_on_page(page, url: str) -> None:

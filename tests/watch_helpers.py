@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, Request
-from helpers import missing_system_package
+from helpers import free_port, missing_system_package
 from fastapi.responses import JSONResponse
 from PIL import Image, ImageDraw
 
@@ -24,10 +24,6 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 MOSQUITTO = "/usr/sbin/mosquitto"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def scene(index: int, fire: bool, size=(160, 120)) -> Image.Image:
