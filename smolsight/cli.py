@@ -281,6 +281,8 @@ def batch(source: str, out: str, prompt: str | None, batch_size: int, use_ray: b
 @click.option("--allow-private-urls", is_flag=True, help="Also fetch from loopback, private and link-local addresses.")
 @click.option("--api-key", envvar="SMOLSIGHT_API_KEY", default=None, help="Require 'Authorization: Bearer KEY' [env SMOLSIGHT_API_KEY].")
 @click.option("--api-key-file", default=None, help="File with accepted keys, one per line.")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Let web pages from ORIGIN call the API (repeatable; * for any) [default: none].")
 @click.option("--watch", "watch_rules", default=None, metavar="RULES", help="Also watch RULES' sources; dashboard at /watch.")
 @click.option("--ray", "use_ray", is_flag=True, help="Serve as Ray Serve replicas (pip install 'smolsight[ray]').")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="With --ray: replicas, one engine each.")

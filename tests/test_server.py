@@ -257,14 +257,22 @@ BAD_REQUESTS = [
     ("body too large", {"messages": image_message("x" * 3 * 1024 * 1024)}, AUTH, 413, "limit_exceeded"),
     ("too many images", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}] * 9}]}, AUTH, 413, "limit_exceeded"),
     ("unknown part type", {"messages": [{"role": "user", "content": [{"type": "audio", "audio": "x"}]}]}, AUTH, 422, "invalid_value"),
-    ("unknown field", {"messages": image_message(), "tools": []}, AUTH, 422, "invalid_value"),
-    ("n above 1", {"messages": image_message(), "n": 2}, AUTH, 422, "invalid_value"),
+    ("unknown field", {"messages": image_message(), "temprature": 0.5}, AUTH, 422, "invalid_value"),
+    ("n above 1", {"messages": image_message(), "n": 2}, AUTH, 400, "invalid_request"),
+    ("logprobs", {"messages": image_message(), "logprobs": True}, AUTH, 400, "invalid_request"),
+    ("logit_bias", {"messages": image_message(), "logit_bias": {"50256": -100}}, AUTH, 400, "invalid_request"),
+    ("JSON output", {"messages": image_message(), "response_format": {"type": "json_object"}}, AUTH, 400, "invalid_request"),
+    ("forced tool call", {"messages": image_message(), "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}, AUTH, 400, "invalid_request"),
+    ("boolean max_tokens", {"messages": image_message(), "max_tokens": True}, AUTH, 422, "invalid_value"),
+    ("string max_tokens", {"messages": image_message(), "max_tokens": "10"}, AUTH, 422, "invalid_value"),
+    ("string stream", {"messages": image_message(), "stream": "yes"}, AUTH, 422, "invalid_value"),
     ("too many tokens", {"messages": image_message(), "max_tokens": 100_000}, AUTH, 400, "invalid_request"),
     ("prompt too long", {"messages": image_message("word " * 3000)}, AUTH, 413, "limit_exceeded"),
     ("empty prompt", {"messages": image_message("")}, AUTH, 400, "invalid_request"),
     ("last message not the user's", {"messages": [*image_message(), {"role": "assistant", "content": "hi"}]}, AUTH, 400, "invalid_request"),
     ("missing key", {"messages": image_message()}, {}, 401, "invalid_api_key"),
     ("wrong key", {"messages": image_message()}, {"Authorization": "Bearer nope"}, 401, "invalid_api_key"),
+    ("wrong key and bad JSON", b'{"messages": [', {"Authorization": "Bearer nope"}, 401, "invalid_api_key"),
     ("http URL, fetching off", {"messages": image_message(url="http://example.com/a.png")}, AUTH, 400, "invalid_media"),
     ("file path", {"messages": image_message(url="/etc/passwd")}, AUTH, 400, "invalid_media"),
     ("file URL", {"messages": image_message(url="file:///etc/hostname")}, AUTH, 400, "invalid_media"),
@@ -294,8 +302,10 @@ def test_openai_client_raises_its_own_errors(server, client, model_id):
         openai.OpenAI(base_url=f"{server.url}/v1", api_key="nope", max_retries=0).models.list()
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-4o", messages=image_message())
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError, match="one choice per request"):
         client.chat.completions.create(model=model_id, messages=image_message(), n=3)
+    with pytest.raises(openai.UnprocessableEntityError, match="max_tokens"):
+        client.chat.completions.create(model=model_id, messages=image_message(), extra_body={"max_tokens": "10"})
     with pytest.raises(openai.BadRequestError, match="over this server's limit"):
         client.chat.completions.create(model=model_id, messages=image_message(), max_tokens=LIMITS["max_tokens"] + 1)
 
@@ -374,8 +384,6 @@ def test_schema_fuzzing_finds_no_server_error(engine, tmp_path):
     assert elapsed < 60
 
 
-
-
 def test_serve_command_drains_on_sigterm(tiny_checkpoint):
     """`smolsight serve` starts; on SIGTERM it finishes the stream in flight and takes no new connections."""
     port = free_port()
@@ -438,3 +446,61 @@ def test_our_own_faults_are_5xx_not_the_inputs_fault(server, engine, monkeypatch
     assert "Traceback" in capfd.readouterr().err
     ok = httpx.post(f"{server.url}/v1/chat/completions", headers=AUTH, timeout=60, json={"messages": image_message(), "max_tokens": 2})
     assert ok.status_code == 200
+
+
+# ---- every OpenAI request shape ----------------------------------------------------------
+
+
+def test_the_openai_clients_follow_up_turn_is_accepted(client, model_id):
+    """`messages.append(reply.choices[0].message)` echoes `refusal`, `tool_calls`… as null."""
+    messages = image_message("What is in the picture?")
+    first = client.chat.completions.create(model=model_id, messages=messages, max_tokens=4)
+    messages.append(first.choices[0].message.model_dump())
+    messages.append({"role": "user", "content": "And what colour is it?"})
+    assert messages[1]["refusal"] is None and "tool_calls" in messages[1]
+    second = client.chat.completions.create(model=model_id, messages=messages, max_tokens=4)
+    assert second.usage.prompt_tokens > first.usage.prompt_tokens and second.choices[0].message.content
+
+
+def test_every_message_shape_and_ignored_field_is_accepted(client, model_id):
+    uri = data_uri()
+    messages = [
+        {"role": "developer", "content": [{"type": "text", "text": "Answer briefly.", "cache_control": {"type": "ephemeral"}}]},
+        {"role": "user", "content": [{"type": "image_url", "image_url": uri}, {"type": "text", "text": "Count the cars."}]},
+        {"role": "assistant", "content": None, "refusal": None, "audio": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "count", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "3 cars"},
+        {"role": "user", "content": "So how many?"},
+    ]  # fmt: skip
+    ignored = {"store": True, "metadata": {"site": "plant-2"}, "parallel_tool_calls": False, "service_tier": "auto",
+               "reasoning_effort": "low", "modalities": ["text"], "user": "op-7", "prompt_cache_key": "k", "safety_identifier": "s",
+               "tools": [{"type": "function", "function": {"name": "count"}}], "tool_choice": "auto",
+               "stream_options": {"include_usage": True, "include_obfuscation": False}, "response_format": {"type": "text"}}  # fmt: skip
+    reply = client.chat.completions.create(model=model_id, messages=messages, max_tokens=4, temperature=0, top_p=0,
+                                           n=1, logprobs=False, extra_body={k: v for k, v in ignored.items()})  # fmt: skip
+    assert reply.choices[0].finish_reason in ("stop", "length", "repetition") and reply.usage.prompt_tokens > 60
+
+
+def test_a_bare_image_url_string_reads_as_the_object_form(client, model_id):
+    uri = data_uri()
+    bare = client.chat.completions.create(model=model_id, max_tokens=3, messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": uri}, {"type": "text", "text": "Describe."}]}])  # fmt: skip
+    full = client.chat.completions.create(model=model_id, max_tokens=3, messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": "Describe."}]}])  # fmt: skip
+    assert (bare.usage.prompt_tokens, bare.choices[0].message.content) == (full.usage.prompt_tokens, full.choices[0].message.content)
+
+
+def test_cors_preflight_only_when_an_origin_is_allowed(engine):
+    preflight = {"Origin": "https://hmi.plant.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization, content-type"}  # fmt: skip
+    with BackgroundServer(create_app(engine, ServerSettings(api_keys=(KEY,), cors_origins=("https://hmi.plant.example",)))) as live:
+        answer = httpx.options(f"{live.url}/v1/chat/completions", headers=preflight)
+        assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == "https://hmi.plant.example"
+        assert "POST" in answer.headers["access-control-allow-methods"]
+        models = httpx.get(f"{live.url}/v1/models", headers={**AUTH, "Origin": "https://hmi.plant.example"})
+        assert models.headers["access-control-allow-origin"] == "https://hmi.plant.example"
+        other = httpx.options(f"{live.url}/v1/chat/completions", headers={**preflight, "Origin": "https://evil.example"})
+        assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+    with BackgroundServer(create_app(engine, ServerSettings())) as closed:
+        answer = httpx.options(f"{closed.url}/v1/chat/completions", headers=preflight)
+        assert answer.status_code == 405 and "access-control-allow-origin" not in answer.headers

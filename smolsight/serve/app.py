@@ -21,7 +21,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.datastructures import Headers
@@ -212,20 +213,29 @@ async def cancelled_on_disconnect(request: Request, ticket: Ticket):
         watcher.cancel()
 
 
-def api_key_check(keys: tuple[str, ...]):
-    """A dependency that requires `Authorization: Bearer <key>` when keys are configured."""
-    bearer = HTTPBearer(auto_error=False, description="The server's API key, when it has one.")
+class ApiKeyGate:
+    """With keys configured, `/v1/…` needs `Authorization: Bearer <key>`; checked from the
+    headers before the body is read, so a stranger's request costs nothing (and a wrong key
+    with a bad body answers 401, not 400). Constant-time comparison."""
 
-    async def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if not keys:
-            return
-        if credentials is None:
-            raise AuthenticationError("missing API key: send the header 'Authorization: Bearer <key>'")
-        given = credentials.credentials.encode()
-        if not any(hmac.compare_digest(given, key.encode()) for key in keys):
-            raise AuthenticationError("invalid API key")
+    def __init__(self, app, keys: tuple[str, ...]) -> None:
+        self.app = app
+        self.keys = [key.encode() for key in keys]
 
-    return check
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not self.keys or not scope["path"].startswith("/v1/") or scope["method"] == "OPTIONS":
+            return await self.app(scope, receive, send)
+        scheme, _, given = Headers(scope=scope).get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return await self.refuse("missing API key: send the header 'Authorization: Bearer <key>'", scope, receive, send)
+        if not any(hmac.compare_digest(given.strip().encode(), key) for key in self.keys):
+            return await self.refuse("invalid API key", scope, receive, send)
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def refuse(message: str, scope, receive, send) -> None:
+        status, code = status_of(AuthenticationError(message))
+        await error_response(status, message, code, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
 
 
 def create_app(engine: Engine, settings: ServerSettings | None = None, routers: Sequence[APIRouter] = ()) -> FastAPI:
@@ -243,11 +253,16 @@ def create_app(engine: Engine, settings: ServerSettings | None = None, routers: 
     app = FastAPI(title="smolsight", summary="OpenAI-compatible SmolVLM2 server", lifespan=lifespan)
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_body_mb * MB))
+    app.add_middleware(ApiKeyGate, keys=settings.api_keys)
+    if settings.cors_origins:  # answers preflights (OPTIONS) itself, before the key gate
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)  # fmt: skip
     app.add_middleware(Accounting, metrics=service.metrics)
     app.add_exception_handler(SmolsightError, smolsight_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    authorised = [Depends(api_key_check(settings.api_keys))]
+    # declares the bearer scheme in /openapi.json; ApiKeyGate checks the key
+    authorised = [Depends(HTTPBearer(auto_error=False, description="The server's API key, when it has one."))] if settings.api_keys else []
     page = resources.files("smolsight.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
     @app.post(CHAT_PATH, response_model=ChatCompletionResponse, responses=ERROR_RESPONSES, dependencies=authorised)

@@ -13,7 +13,16 @@ from ..engine.media import Video, load_image, load_video
 from ..engine.prompts import Message, validate
 from ..errors import LimitError, MediaError
 from ..tasks import styled_prompt
-from .protocol import AssistantMessage, ChatCompletionRequest, ImagePart, SystemMessage, TextPart, UserMessage, VideoPart
+from .protocol import (
+    AssistantMessage,
+    ChatCompletionRequest,
+    ImagePart,
+    SystemMessage,
+    TextPart,
+    ToolMessage,
+    UserMessage,
+    VideoPart,
+)
 from .settings import MAX_IMAGES, MediaPolicy
 
 
@@ -29,17 +38,20 @@ def to_request(body: ChatCompletionRequest, media: MediaPolicy, max_tokens: int)
         last = messages[-1]
         last.text = styled_prompt(body.task, last.text.strip() or None, body.task_lang)
     validate(messages)
-    low_detail = any(isinstance(p, ImagePart) and p.image_url.detail == "low" for p in parts)
+    low_detail = any(isinstance(p, ImagePart) and p.image.detail == "low" for p in parts)
     return Request(messages, options, split=not low_detail)
 
 
-def convert_message(message: SystemMessage | UserMessage | AssistantMessage, media: MediaPolicy) -> Message:
-    role = "system" if message.role == "developer" else message.role
+ROLES = {"developer": "system", "tool": "user", "function": "user"}  # SmolVLM2's template knows system, user, assistant
+
+
+def convert_message(message: SystemMessage | UserMessage | AssistantMessage | ToolMessage, media: MediaPolicy) -> Message:
+    role = ROLES.get(message.role, message.role)
     content = message.content
     if content is None or isinstance(content, str):
         return Message(role, content or "")
     texts = [p.text for p in content if isinstance(p, TextPart)]
-    images = [load_image(fetch(p.image_url.url, media.urls), media.max_pixels) for p in content if isinstance(p, ImagePart)]
+    images = [load_image(fetch(p.image.url, media.urls), media.max_pixels) for p in content if isinstance(p, ImagePart)]
     videos = [p.video_url.url for p in content if isinstance(p, VideoPart)]
     if len(videos) > 1:
         raise MediaError("give at most one video per request")

@@ -1,9 +1,14 @@
 """The HTTP schema: OpenAI's chat completions, one pydantic class per wire object.
 
 Fields follow the order of OpenAI's API reference; smolsight's own extras come after them,
-each with a description, so `/openapi.json` documents them. Only what the engine can honour
-is accepted (`n` must be 1, `logprobs` must be false, unknown fields are rejected), so a client
-is never silently given something other than what it asked for.
+each with a description, so `/openapi.json` documents them. Types are strict (`"10"` or `true`
+is not a number). Every message shape OpenAI clients send is read: an assistant turn echoed
+back with `refusal`/`tool_calls`/`audio` set to null, tool results, `image_url` as a bare
+string, parts with extra keys such as `cache_control`. Request fields that change nothing
+here are accepted and ignored (`IGNORED_FIELDS`); what would change the answer in a way
+smolsight cannot honour yet (`n` > 1, `logprobs`, `logit_bias`, a JSON `response_format`, a
+forced tool call) is refused with a 400 that says so, never silently dropped. Unknown fields
+are refused.
 
 Schema only: the request converts itself into generation options, and smolsight.serve.convert
 turns it, media and all, into an engine `Request`.
@@ -26,36 +31,46 @@ SERVER_TASKS = ("count", "read", "describe", "trend", "measure", "accident")
 
 
 class Strict(BaseModel):
-    """Unknown fields are an error, not silently ignored."""
+    """Unknown fields are an error, not silently ignored; JSON types are not coerced."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Part(BaseModel):
+    """A content part: keys beyond OpenAI's (e.g. Anthropic-style `cache_control`) are ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 # ---- request -------------------------------------------------------------------------------
 
 
-class TextPart(Strict):
+class TextPart(Part):
     type: Literal["text"]
     text: str
 
 
-class ImageURL(Strict):
+class ImageURL(Part):
     url: str = Field(description="A data URI (data:image/png;base64,…), or an http(s) URL when the server allows fetching.")
     detail: Literal["auto", "low", "high"] = Field(
         "auto", description="`low` skips tiling (about 8x fewer image tokens); `auto` and `high` tile the image."
     )
 
 
-class ImagePart(Strict):
+class ImagePart(Part):
     type: Literal["image_url"]
-    image_url: ImageURL
+    image_url: ImageURL | str = Field(description="An object with `url` (and `detail`), or the URL as a bare string.")
+
+    @property
+    def image(self) -> ImageURL:
+        return self.image_url if isinstance(self.image_url, ImageURL) else ImageURL(url=self.image_url)
 
 
-class VideoURL(Strict):
+class VideoURL(Part):
     url: str = Field(description="A data URI (data:video/mp4;base64,…), or an http(s) URL when the server allows fetching.")
 
 
-class VideoPart(Strict):
+class VideoPart(Part):
     """A video, in the shape vLLM accepts."""
 
     type: Literal["video_url"]
@@ -78,16 +93,44 @@ class UserMessage(Strict):
 
 
 class AssistantMessage(Strict):
+    """An earlier answer, as a client echoes it back: only `content` is read, and whatever
+    else the client's own message object carries (`refusal`, `tool_calls`, `audio`,
+    `annotations`, usually null, and fields added to it later) is ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
     content: str | list[TextPart] | None = None
     role: Literal["assistant"]
     name: str | None = None
 
 
-ChatMessage = Annotated[SystemMessage | UserMessage | AssistantMessage, Field(discriminator="role")]
+class ToolMessage(Strict):
+    """A tool's result (`function` is the deprecated form); passed to the model as a user turn."""
+
+    content: str | list[TextPart]
+    role: Literal["tool", "function"]
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+ChatMessage = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]
 
 
 class StreamOptions(Strict):
     include_usage: bool = False
+    include_obfuscation: bool | None = Field(None, description="Accepted and ignored (no obfuscation padding is sent).")
+
+
+class ResponseFormat(Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict | None = None
+
+
+# Accepted and ignored: they change nothing about a SmolVLM2 answer served here.
+IGNORED_FIELDS = (
+    "audio", "function_call", "functions", "metadata", "modalities", "parallel_tool_calls", "prediction",
+    "prompt_cache_key", "reasoning_effort", "safety_identifier", "service_tier", "store", "tool_choice", "tools",
+    "top_logprobs", "verbosity", "web_search_options",
+)  # fmt: skip
 
 
 class ChatCompletionRequest(Strict):
@@ -96,11 +139,13 @@ class ChatCompletionRequest(Strict):
     messages: list[ChatMessage] = Field(min_length=1)
     model: str | None = Field(None, description="The served model's id (see /v1/models); may be left out.")
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logprobs: Literal[False] | None = Field(None, description="Not supported: must be false or absent.")
+    logit_bias: dict[str, float] | None = Field(None, description="Not supported yet: must be empty or absent (400 otherwise).")
+    logprobs: bool | None = Field(None, description="Not supported yet: must be false or absent (400 otherwise).")
     max_completion_tokens: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1, description="Deprecated by OpenAI in favour of max_completion_tokens.")
-    n: Literal[1] | None = Field(None, description="Only one choice per request is supported.")
+    n: int | None = Field(None, ge=1, description="Only one choice per request is supported yet (400 otherwise).")
     presence_penalty: float | None = Field(None, ge=-2, le=2)
+    response_format: ResponseFormat | None = Field(None, description="Only `text` yet: JSON output is refused with a 400.")
     seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
     stop: str | list[str] | None = Field(None, max_length=4)
     stream: bool | None = False
@@ -108,6 +153,24 @@ class ChatCompletionRequest(Strict):
     temperature: float | None = Field(None, ge=0, le=2, description="0 is greedy.")
     top_p: float | None = Field(None, ge=0, le=1)
     user: str | None = None
+    # accepted and ignored (see IGNORED_FIELDS); `tool_choice` that forces a call is refused
+    audio: dict | None = None
+    function_call: str | dict | None = None
+    functions: list[dict] | None = None
+    metadata: dict[str, str] | None = None
+    modalities: list[str] | None = None
+    parallel_tool_calls: bool | None = None
+    prediction: dict | None = None
+    prompt_cache_key: str | None = None
+    reasoning_effort: str | None = None
+    safety_identifier: str | None = None
+    service_tier: str | None = None
+    store: bool | None = None
+    tool_choice: str | dict | None = None
+    tools: list[dict] | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    verbosity: str | None = None
+    web_search_options: dict | None = None
     # smolsight extensions
     repetition_penalty: float | None = Field(None, gt=0, le=10, description="Penalty on tokens already seen (1 = off), as in transformers.")
     top_k: int | None = Field(None, ge=0, description="Sample only among the k likeliest tokens (0 = off).")
@@ -126,11 +189,13 @@ class ChatCompletionRequest(Strict):
         return bool(self.stream_options and self.stream_options.include_usage)
 
     def generation_options(self, max_tokens: int) -> GenerationOptions:
+        self.refuse_unsupported()
+        greedy = self.temperature == 0 or (self.temperature is None and PRESETS[self.preset or DEFAULT_PRESET].greedy)
         return resolve_options(
             self.preset,
             max_new_tokens=self.token_budget(max_tokens),
             temperature=self.temperature,
-            top_p=self.top_p,
+            top_p=None if greedy else self.top_p,  # greedy decoding reads no top_p, so top_p 0 is harmless
             top_k=self.top_k,
             frequency_penalty=self.frequency_penalty,
             presence_penalty=self.presence_penalty,
@@ -138,6 +203,20 @@ class ChatCompletionRequest(Strict):
             stop=self.stop,
             seed=self.seed,
         )
+
+    def refuse_unsupported(self) -> None:
+        """What would change the answer in a way not honoured yet: a 400 that says so."""
+        unsupported = [
+            (self.n not in (None, 1), f"n={self.n}: one choice per request is supported; send {self.n} requests"),
+            (bool(self.logprobs), "logprobs are not supported yet"),
+            (bool(self.logit_bias), "logit_bias is not supported yet"),
+            (self.response_format is not None and self.response_format.type != "text",
+             "response_format json_object/json_schema (structured output) is not supported yet; ask for JSON in the prompt"),
+            (self.tool_choice not in (None, "none", "auto"), "tool calls are not supported: tool_choice may only be none or auto"),
+        ]  # fmt: skip
+        for refused, message in unsupported:
+            if refused:
+                raise SmolsightError(message)
 
     def token_budget(self, limit: int) -> int:
         """The asked-for output length, refused above the server's limit; a preset's own

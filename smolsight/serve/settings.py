@@ -42,6 +42,7 @@ class ServerSettings:
     url_allow_list: tuple[str, ...] = ()
     allow_private_urls: bool = False
     api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API ("*" for any); none by default
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_queue", "max_body_mb", "max_image_pixels", "max_frames", "max_tokens", "max_input_tokens"):
