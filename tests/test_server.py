@@ -22,14 +22,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 import openai
 import pytest
 from helpers import BackgroundServer, free_port, picture
+from PIL import Image
 from test_media import write_video
 
 from smolsight.engine import Chunk
-from smolsight.errors import LimitError, MediaError
 from smolsight.engine.fetch import UrlPolicy, fetch
+from smolsight.errors import LimitError, MediaError
 from smolsight.serve.app import create_app
 from smolsight.serve.settings import ServerSettings
 
@@ -508,3 +510,74 @@ def test_cors_preflight_only_when_an_origin_is_allowed(engine):
     with BackgroundServer(create_app(engine, ServerSettings())) as closed:
         answer = httpx.options(f"{closed.url}/v1/chat/completions", headers=preflight)
         assert answer.status_code == 405 and "access-control-allow-origin" not in answer.headers
+
+
+# ---- limits before work --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def roomy(engine):
+    """Default limits, but bodies up to 40 MB: what is refused here is refused by the limits
+    checked before the work, not by the body size."""
+    settings = ServerSettings(max_body_mb=40, max_image_pixels=4096 * 4096, max_input_tokens=2000)
+    with BackgroundServer(create_app(engine, settings)) as live:
+        yield live
+
+
+def refused_quickly(server, body: dict) -> tuple[dict, float, float]:
+    """(error, seconds, growth of this process's peak memory in MB) for a request that must be refused."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    started = time.perf_counter()
+    reply = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60)
+    elapsed = time.perf_counter() - started
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - peak
+    assert reply.status_code == 413, reply.text
+    return reply.json()["error"], elapsed, grown
+
+
+def test_a_huge_prompt_is_refused_before_it_is_tokenised(roomy):
+    error, elapsed, grown = refused_quickly(roomy, {"messages": [{"role": "user", "content": "温度 " * 3_000_000}]})  # ~18 MB of JSON
+    assert "9,000,000 characters, more than 2000 tokens can hold" in error["message"] and error["code"] == "limit_exceeded"
+    assert elapsed < 1.5 and grown < 200
+    assert httpx.get(f"{roomy.url}/health").json()["queue_depth"] == 0
+
+
+def test_many_large_images_are_refused_from_their_headers(roomy, engine):
+    from smolsight.engine.prompts import image_tokens
+
+    big = data_uri(Image.new("RGB", (4096, 4096), (90, 120, 160)))  # 16.7 MP each, small as a PNG
+    content = [{"type": "image_url", "image_url": {"url": big}} for _ in range(8)] + [{"type": "text", "text": "Compare."}]
+    error, elapsed, grown = refused_quickly(roomy, {"messages": [{"role": "user", "content": content}]})
+    tokens = 8 * image_tokens(engine.processor, 4096, 4096)  # 8 x 17 tiles x 64 = 8704 on the 256M; never decoded
+    assert tokens > 2000 and f"the 8 image(s) would take {tokens} tokens, over this server's input limit of 2000" in error["message"]
+    assert elapsed < 1.5 and grown < 150  # decoding them would hold 8 x 50 MB of pixels
+
+
+def test_a_video_with_oversized_frames_is_refused_before_decoding(tmp_path, engine):
+    import av
+
+    path = tmp_path / "wide.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=2)
+        stream.width, stream.height, stream.pix_fmt = 1920, 1088, "yuv420p"
+        for _ in range(2):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((1088, 1920, 3), np.uint8), format="rgb24")))
+        container.mux(stream.encode())
+    uri = "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
+    with BackgroundServer(create_app(engine, ServerSettings(max_image_pixels=1_000_000))) as live:
+        body = {"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": uri}}, {"type": "text", "text": "What moves?"}]}]}
+        error, elapsed, _ = refused_quickly(live, body)
+    assert "1920x1088 = 2,088,960 pixels per frame is over the limit of 1,000,000" in error["message"] and elapsed < 1.5
+
+
+def test_predicted_image_tokens_match_the_processor(engine):
+    """The prediction the limits use, against the processor's own expansion of the prompt."""
+    from smolsight.engine.prompts import image_tokens
+
+    image_id = engine.model.config.image_token_id
+    for width, height in [(800, 600), (64, 64), (1920, 1080), (300, 2500), (512, 512), (513, 200)]:
+        for split in (True, False):
+            inputs = engine.process(engine.request(Image.new("RGB", (width, height)), "x", split=split))
+            assert image_tokens(engine.processor, width, height, split) == int((inputs["input_ids"] == image_id).sum())

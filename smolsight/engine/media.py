@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -94,6 +96,27 @@ def load_image(src: MediaInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
     if isinstance(src, Image.Image):
         check_pixels(src, describe(src), max_pixels)
         return to_rgb(src)
+    with opened(src, max_pixels) as (image, name):
+        try:
+            image.seek(0)
+            image.load()
+            return to_rgb(ImageOps.exif_transpose(image))
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise MediaError(f"{name}: corrupt or truncated image ({exc})") from None
+
+
+def image_size(src: MediaInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Width and height from the image's header, its pixels not decoded (so a limit on what the
+    image will cost can be checked before the cost is paid)."""
+    if isinstance(src, Image.Image):
+        return src.size
+    with opened(src, max_pixels) as (image, _):
+        return image.size
+
+
+@contextmanager
+def opened(src: MediaInput, max_pixels: int) -> Iterator[tuple[Image.Image, str]]:
+    """The image opened from its header only and checked against the pixel limit, with its name."""
     if isinstance(src, (str, Path)) and is_video(src):
         raise MediaError(f"{describe(src)}: is a video; pass it as the only media item")
     data = read_source(src)
@@ -102,11 +125,6 @@ def load_image(src: MediaInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
         with warnings.catch_warnings():  # our own pixel limit replaces PIL's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-        with image:
-            check_pixels(image, name, max_pixels)
-            image.seek(0)
-            image.load()
-            return to_rgb(ImageOps.exif_transpose(image))
     except Image.DecompressionBombError as exc:  # PIL refuses before reading the size: take it from its message
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(pixels.group(1)):,} pixels" if pixels else "the image"
@@ -115,6 +133,9 @@ def load_image(src: MediaInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
         raise MediaError(f"{name}: not an image smolsight can read (PNG, JPEG, WebP, BMP, GIF, TIFF)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise MediaError(f"{name}: corrupt or truncated image ({exc})") from None
+    with image:
+        check_pixels(image, name, max_pixels)
+        yield image, name
 
 
 def check_pixels(image: Image.Image, name: str, max_pixels: int) -> None:
@@ -157,7 +178,9 @@ def load_video(
     name = describe(src)
     data = read_source(src)
     try:
-        total, fps = count_frames(data, name)
+        total, fps, (width, height) = count_frames(data, name)
+        if width * height > max_pixels:  # from the stream's header, before any frame is decoded
+            raise LimitError(f"{name}: {width}x{height} = {width * height:,} pixels per frame is over the limit of {max_pixels:,} pixels")
         indices = sample_indices(total, fps, target_fps, max_frames)
         frames = decode_frames(data, set(indices))
     except MediaError:
@@ -166,9 +189,6 @@ def load_video(
         raise MediaError(f"{name}: not a video smolsight can decode ({decoder_complaint(exc)})") from None
     if not frames:
         raise MediaError(f"{name}: video has no decodable frames")
-    height, width = frames[0].shape[:2]
-    if width * height > max_pixels:
-        raise LimitError(f"{name}: {width}x{height} = {width * height:,} pixels per frame is over the limit of {max_pixels:,} pixels")
     indices = indices[: len(frames)]
     picked = np.stack(frames)
     return Video(frames=picked, indices=indices, fps=fps, total_frames=total, source=name)
@@ -182,8 +202,9 @@ def decoder_complaint(exc: Exception) -> str:
     return text[:1].lower() + text[1:] if text else type(exc).__name__
 
 
-def count_frames(data: bytes, name: str) -> tuple[int, float]:
-    """Frame count and rate from the container, counting packets where the header has no count."""
+def count_frames(data: bytes, name: str) -> tuple[int, float, tuple[int, int]]:
+    """Frame count, rate and frame size from the container (no frame decoded), counting packets
+    where the header has no count."""
     import av
 
     with av.open(io.BytesIO(data)) as container:
@@ -191,10 +212,11 @@ def count_frames(data: bytes, name: str) -> tuple[int, float]:
             raise MediaError(f"{name}: has no video stream")
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 24.0
+        size = (stream.codec_context.width, stream.codec_context.height)
         total = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
     if total < 1:
         raise MediaError(f"{name}: video has no decodable frames")
-    return total, fps
+    return total, fps, size
 
 
 def decode_frames(data: bytes, wanted: set[int]) -> list[np.ndarray]:

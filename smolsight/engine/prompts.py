@@ -7,6 +7,7 @@ template with `<video>` when a video is present, expanding it into timestamped f
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -63,3 +64,18 @@ def images_of(messages: list[Message]) -> list[Image.Image]:
 
 def video_of(messages: list[Message]) -> Video | None:
     return next((m.video for m in messages if m.video is not None), None)
+
+
+def image_tokens(processor, width: int, height: int, split: bool = True, longest_edge: int | None = None) -> int:
+    """How many tokens an image of this size becomes, worked out from the processor's settings
+    without decoding it: resized so its longest edge is `longest_edge` (the model's, 2048 for
+    SmolVLM2, upscaling small images too), then cut into tiles of the encoder's size, each
+    `image_seq_len` tokens, plus one global view when there is more than one tile."""
+    per_tile = processor.image_seq_len
+    if not split:
+        return per_tile
+    settings = processor.image_processor
+    edge, tile = longest_edge or settings.size["longest_edge"], settings.max_image_size["longest_edge"]
+    scale = edge / max(width, height)
+    tiles = math.ceil(max(1, round(width * scale)) / tile) * math.ceil(max(1, round(height * scale)) / tile)
+    return per_tile * (tiles + 1 if tiles > 1 else 1)

@@ -2,14 +2,18 @@
 under the server's `MediaPolicy` (data URIs, or http(s) URLs when fetching is allowed; never
 server-side paths), the task instruction added, and the generation options checked.
 
-The cheap checks come first, so a bad option never costs a decoded image.
+The cheap checks come first, and every limit is checked before the work it limits: options
+before any media; the text's length in characters before it is tokenised; each image's pixels
+and the tokens all images will cost from their headers, before any pixel is decoded; a video's
+frame size from its stream header, before frames are decoded. So an oversized request is
+refused in milliseconds, with flat memory, instead of after seconds of decoding.
 """
 
 from __future__ import annotations
 
 from ..engine import Request
 from ..engine.fetch import fetch
-from ..engine.media import Video, load_image, load_video
+from ..engine.media import Video, image_size, load_image, load_video
 from ..engine.prompts import Message, validate
 from ..errors import LimitError, MediaError
 from ..tasks import styled_prompt
@@ -23,35 +27,61 @@ from .protocol import (
     UserMessage,
     VideoPart,
 )
-from .settings import MAX_IMAGES, MediaPolicy
+from .settings import CHARS_PER_TOKEN, MAX_IMAGES, MediaPolicy
 
 
 def to_request(body: ChatCompletionRequest, media: MediaPolicy, max_tokens: int) -> Request:
     """The engine request for `body`, under the server's media policy and token limit."""
     options = body.generation_options(max_tokens)
+    check_text_length(body, media.max_input_tokens)
     parts = body.user_parts()
-    images = sum(isinstance(p, ImagePart) for p in parts)
-    if images > MAX_IMAGES:
-        raise LimitError(f"{images} images in one request; this server takes at most {MAX_IMAGES}")
-    messages = [convert_message(m, media) for m in body.messages]
+    images = [p for p in parts if isinstance(p, ImagePart)]
+    if len(images) > MAX_IMAGES:
+        raise LimitError(f"{len(images)} images in one request; this server takes at most {MAX_IMAGES}")
+    split = not any(p.image.detail == "low" for p in images)
+    fetched = fetch_images(images, media, split)
+    messages = [convert_message(m, media, fetched) for m in body.messages]
     if body.task:
         last = messages[-1]
         last.text = styled_prompt(body.task, last.text.strip() or None, body.task_lang)
     validate(messages)
-    low_detail = any(isinstance(p, ImagePart) and p.image.detail == "low" for p in parts)
-    return Request(messages, options, split=not low_detail)
+    return Request(messages, options, split=split)
+
+
+def check_text_length(body: ChatCompletionRequest, max_input_tokens: int) -> None:
+    """Refuse text that cannot fit the token limit, by its length, before anything tokenises it."""
+    texts = [m.content if isinstance(m.content, str) else "".join(p.text for p in m.content if isinstance(p, TextPart))
+             for m in body.messages if m.content is not None]  # fmt: skip
+    characters = sum(len(text) for text in texts)
+    if characters > CHARS_PER_TOKEN * max_input_tokens:
+        raise LimitError(f"the messages hold {characters:,} characters, more than {max_input_tokens} tokens can hold "
+                         f"(this server's input limit)")  # fmt: skip
+
+
+def fetch_images(parts: list[ImagePart], media: MediaPolicy, split: bool) -> dict[int, bytes]:
+    """Each image part's bytes (by the part's id), once their headers show that every image is
+    within the pixel limit and that together they fit the input-token limit."""
+    fetched = {id(p): fetch(p.image.url, media.urls) for p in parts}
+    sizes = [image_size(data, media.max_pixels) for data in fetched.values()]
+    if media.image_tokens is not None and sizes:
+        tokens = sum(media.image_tokens(width, height, split) for width, height in sizes)
+        if tokens > media.max_input_tokens:
+            raise LimitError(f"the {len(sizes)} image(s) would take {tokens} tokens, over this server's input limit of "
+                             f"{media.max_input_tokens} (send fewer or smaller images, or detail: low)")  # fmt: skip
+    return fetched
 
 
 ROLES = {"developer": "system", "tool": "user", "function": "user"}  # SmolVLM2's template knows system, user, assistant
 
 
-def convert_message(message: SystemMessage | UserMessage | AssistantMessage | ToolMessage, media: MediaPolicy) -> Message:
+def convert_message(message: SystemMessage | UserMessage | AssistantMessage | ToolMessage, media: MediaPolicy,
+                    fetched: dict[int, bytes]) -> Message:
     role = ROLES.get(message.role, message.role)
     content = message.content
     if content is None or isinstance(content, str):
         return Message(role, content or "")
     texts = [p.text for p in content if isinstance(p, TextPart)]
-    images = [load_image(fetch(p.image.url, media.urls), media.max_pixels) for p in content if isinstance(p, ImagePart)]
+    images = [load_image(fetched[id(p)], media.max_pixels) for p in content if isinstance(p, ImagePart)]
     videos = [p.video_url.url for p in content if isinstance(p, VideoPart)]
     if len(videos) > 1:
         raise MediaError("give at most one video per request")

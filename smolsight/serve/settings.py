@@ -3,26 +3,33 @@ the media policy they imply."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.fetch import UrlPolicy
+from ..engine.prompts import image_tokens
 from ..errors import SmolsightError
 from .batching import BatchSettings
 
 MB = 1024 * 1024
 URL_TIMEOUT_S = 10  # for a whole fetch
 MAX_IMAGES = 8  # per request; more would be over any sensible input-token limit anyway
+CHARS_PER_TOKEN = 8  # a token rarely covers more characters: text longer than this times the token limit cannot fit
 
 
 @dataclass(frozen=True)
 class MediaPolicy:
-    """The server's media limits, applied while a request is converted."""
+    """The server's input limits, applied while a request is converted, before the costly work:
+    `image_tokens(width, height, split)` predicts an image's tokens from its header."""
 
     max_pixels: int
     max_frames: int
     video_fps: float
     urls: UrlPolicy = UrlPolicy(allow_fetch=False, allow_private=False)
+    max_input_tokens: int = 6144
+    image_tokens: Callable[[int, int, bool], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,8 @@ class ServerSettings:
         """Frames are sampled at the model's own rate, at most `max_frames` of them."""
         sampling = engine.processor.video_processor
         urls = UrlPolicy(self.allow_url_fetch, tuple(h.lower() for h in self.url_allow_list), self.allow_private_urls, int(self.max_body_mb * MB), URL_TIMEOUT_S)
-        return MediaPolicy(self.max_image_pixels, min(self.max_frames, sampling.num_frames), sampling.fps, urls)
+        tokens = functools.partial(image_tokens, engine.processor)
+        return MediaPolicy(self.max_image_pixels, min(self.max_frames, sampling.num_frames), sampling.fps, urls, self.max_input_tokens, tokens)
 
 
 def read_api_keys(key: str | None, key_file: str | None) -> tuple[str, ...]:
