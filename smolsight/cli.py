@@ -65,6 +65,9 @@ def generation_options(command):
         click.option("--no-split", is_flag=True, help="Do not cut images into tiles (~8x fewer tokens)."),
         click.option("--fps", "video_fps", type=float, default=None, help="Video frames sampled per second."),
         click.option("--max-frames", type=int, default=None, help="Most video frames sampled."),
+        click.option("--ocr", "ocr", flag_value="prompt", default=None,
+                     help="Read the text in the media with OCR and give the lines to the model (pip install 'smolsight[ocr]')."),
+        click.option("--ocr-answer", "ocr", flag_value="answer", help="Answer with the text OCR reads; nothing is generated."),
     ]  # fmt: skip
     return functools.reduce(lambda cmd, decorate: decorate(cmd), reversed(decorators), command)
 
@@ -79,6 +82,7 @@ def split_generation(kwargs: dict) -> tuple[str, dict, dict]:
         "split": not kwargs.pop("no_split"),
         "video_fps": kwargs.pop("video_fps"),
         "max_frames": kwargs.pop("max_frames"),
+        "ocr": kwargs.pop("ocr"),
     }
     return preset, knobs, settings
 

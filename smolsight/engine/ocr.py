@@ -32,6 +32,7 @@ from PIL import Image
 
 from ..errors import SmolsightError
 from ..text import CJK, has_cjk
+from .prompts import Message, images_of, video_of
 
 ENGINES = ("rapidocr", "tesseract")
 DEFAULT_ENGINE = "rapidocr"
@@ -220,6 +221,16 @@ def read_video(video, engine: str | None = None) -> list[OcrLine]:
 
 
 # ---- what the model or the user gets -------------------------------------------------------
+
+
+def grounded_messages(messages: list[Message], lines: list[OcrLine]) -> list[Message]:
+    """The conversation with the lines read put before the last question (a copy; a request
+    without images or a video is left as it is)."""
+    images, video = images_of(messages), video_of(messages)
+    if not images and video is None:
+        return messages
+    media = "video" if video is not None else "images" if len(images) > 1 else "image"
+    return [*messages[:-1], replace(messages[-1], text=grounded_prompt(messages[-1].text, lines, media))]
 
 
 def grounded_prompt(question: str, lines: list[OcrLine], media: str) -> str:

@@ -44,7 +44,7 @@ from .suite import Case, Suite, case_prompt, select_cases
 if TYPE_CHECKING:  # the engine (and torch) load only when a run starts: compare and synth stay quick
     from ..engine import Result
 
-SETTINGS = ("image_size", "split", "video_fps", "max_frames")
+SETTINGS = ("image_size", "split", "video_fps", "max_frames", "ocr")
 
 
 def run_suite(
