@@ -30,7 +30,7 @@ def to_request(body: ChatCompletionRequest, media: MediaPolicy, max_tokens: int)
         last.text = styled_prompt(body.task, last.text.strip() or None, body.task_lang)
     validate(messages)
     low_detail = any(isinstance(p, ImagePart) and p.image_url.detail == "low" for p in parts)
-    return Request(messages, options, split=not low_detail)
+    return Request(messages, options, split=not low_detail, ocr=body.ocr_mode)
 
 
 def convert_message(message: SystemMessage | UserMessage | AssistantMessage, media: MediaPolicy) -> Message:
