@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install smolsight with its test tools, plus the system packages its tests use:
-# Chromium (web page and report tests), a CJK font (synthetic Chinese text images) and curl
-# (the README's curl example is run by the tests).
+# Chromium (web page and report tests), a CJK font (synthetic Chinese text images), curl
+# (the README's curl example is run by the tests) and tesseract with its Chinese data (the
+# second OCR engine, measured against the default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v chromium >/dev/null || ! command -v curl >/dev/null || ! fc-list 2>/dev/null | grep -i "Noto Sans CJK" >/dev/null; then
+if ! command -v chromium >/dev/null || ! command -v curl >/dev/null || ! command -v tesseract >/dev/null \
+    || ! fc-list 2>/dev/null | grep -i "Noto Sans CJK" >/dev/null; then
     SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
-        chromium fonts-noto-cjk fonts-dejavu-core fontconfig curl
+        chromium fonts-noto-cjk fonts-dejavu-core fontconfig curl tesseract-ocr tesseract-ocr-chi-sim
 fi
 python3 -m pip install -q -e ".[test]"
