@@ -14,6 +14,7 @@ words, which PP-OCR often drops ("ModelNEU-505") and which rarely change what te
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import time
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from ..console import format_table, log
 from ..engine import ocr
 from ..engine.media import load_image
 from ..errors import SmolsightError
-from ..text import normalise
+from ..text import has_cjk, normalise
 from .scoring.answers import expected_strings
 from .scoring.text import anls
 from .suite import Case, Suite, select_cases
@@ -32,7 +33,7 @@ from .suite import Case, Suite, select_cases
 
 @dataclass(frozen=True)
 class Reading:
-    """One engine's reading of one case."""
+    """One engine's reading of one case; `lang` is the language of the text read."""
 
     case: str
     kind: str
@@ -70,6 +71,12 @@ def case_kind(case: Case) -> str:
     return f"{case.scenario}/{kind}" if kind else case.scenario
 
 
+def text_language(text: str) -> str:
+    """The language of the text to read (not of the question): zh, en, or zh+en for a bilingual sign."""
+    latin = re.search(r"[A-Za-z]", text) is not None
+    return "zh+en" if has_cjk(text) and latin else "zh" if has_cjk(text) else "en"
+
+
 def score_reading(text: str, case: Case) -> tuple[bool, bool, float]:
     """(exact, exact with spaces ignored, ANLS) of `text` against the case's expected strings."""
     read = normalise(text, keep_punctuation=True)
@@ -105,7 +112,7 @@ def timed_reading(case: Case, images: list, engine: str) -> Reading:
     seconds = time.perf_counter() - start
     text = ocr.answer_text(lines)
     exact, spaceless, value = score_reading(text, case)
-    return Reading(case.id, case_kind(case), case.lang, engine, text, expected_strings(case)[0], exact, spaceless, value, seconds)
+    return Reading(case.id, case_kind(case), text_language(expected_strings(case)[0]), engine, text, expected_strings(case)[0], exact, spaceless, value, seconds)
 
 
 def accuracy_table(run: OcrRun) -> str:
