@@ -71,6 +71,8 @@ def test_tesseract_reads_the_nameplate_exactly_and_misses_small_chinese(signs):
 def test_no_text_no_lines_and_readings_are_cached_by_pixels(signs):
     assert ocr.read_image(picture(), "rapidocr") == []
     assert ocr.read_image(Image.new("RGB", (1, 1)), "rapidocr") == []
+    assert ocr.within_aspect(Image.new("RGB", (1, 1000))).size == (125, 1000)  # unpadded, PP-OCR would need 6 GB for it
+    assert ocr.read_image(Image.new("RGB", (1, 1000)), "rapidocr") == []
     image = sign_image(signs, "text-01-read")
     first = ocr.read_image(image, "rapidocr")
     assert ocr.pixel_key(image, "rapidocr") in ocr._cache and ocr.read_image(image.copy(), "rapidocr") == first

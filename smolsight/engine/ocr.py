@@ -42,6 +42,7 @@ MISSING_TESSERACT = "OCR engine tesseract needs its binary: apt install tesserac
 CACHE_SIZE = 256
 VIDEO_FRAMES = 8  # OCR costs about a second a frame on a CPU: a video is read on a few of its frames
 TESSERACT_LANGS = "chi_sim+eng"
+MAX_ASPECT = 8  # longest side over shortest, before RapidOCR sees an image
 
 # What the prompt gains in mode "prompt": the lines read, then the user's question. The
 # language follows the question's (a question with Chinese characters gets the Chinese one).
@@ -93,13 +94,25 @@ class RapidReader:
         self.model = RapidOCR()
 
     def read(self, image: Image.Image) -> list[OcrLine]:
-        found, _ = self.model(image)
+        found, _ = self.model(within_aspect(image))
         lines = []
         for points, text, confidence in found or []:
             xs, ys = [p[0] for p in points], [p[1] for p in points]
             box = (int(min(xs)), int(min(ys)), int(max(xs)), int(max(ys)))
             lines.append(OcrLine(text.strip(), box, float(confidence), *image.size))
         return [line for line in lines if line.text]
+
+
+def within_aspect(image: Image.Image) -> Image.Image:
+    """`image` padded at the right or bottom (boxes keep their coordinates) to at most
+    `MAX_ASPECT`: PP-OCR's detector scales the short side up to 736 px, so a 1×1000 strip
+    would become 736×736,000 and exhaust memory."""
+    width, height = image.size
+    if max(width, height) <= MAX_ASPECT * min(width, height):
+        return image
+    padded = Image.new("RGB", (max(width, -(-height // MAX_ASPECT)), max(height, -(-width // MAX_ASPECT))), (255, 255, 255))
+    padded.paste(image)
+    return padded
 
 
 class TesseractReader:
