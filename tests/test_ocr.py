@@ -164,3 +164,13 @@ def test_server_ocr_extension(engine, signs):
     assert [line["text"] for line in grounded["ocr"]] == [line["text"] for line in answered["ocr"]]
     assert grounded["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"] and "ocr" not in plain
     assert refused.status_code == 422  # a schema error, like any other bad field
+
+
+def test_batch_rows_carry_the_lines(tiny_checkpoint, signs, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sign_image(signs, "text-02-read").save(folder / "label.png")
+    out = tmp_path / "answers.jsonl"
+    run = cli("batch", str(folder), "-p", "设备编号是什么？", "-o", str(out), "-q", "--model", tiny_checkpoint, "--ocr-answer")
+    (row,) = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert run.returncode == 0 and row["answer"] == " ".join(line["text"] for line in row["ocr"]) and "P-" in row["answer"]
