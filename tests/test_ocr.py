@@ -136,6 +136,7 @@ def test_eval_ocr_answer_passes_the_reading_cases(tiny_checkpoint, signs, tmp_pa
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     reads = [case for case in results["cases"] if case["task"] == "read"]
     assert run.returncode == 0 and len(reads) == 3 and all(case["passed"] for case in reads)
+    assert all(case["answer"] == " ".join(line["text"] for line in case["ocr"]) for case in reads)
     assert results["meta"]["settings"]["ocr"] == "answer"
 
 
