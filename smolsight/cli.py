@@ -12,6 +12,7 @@ import click
 from .errors import SmolsightError
 from .engine.options import PRESETS
 from .engine.media import DEFAULT_MAX_PIXELS
+from .engine.ocr import ENGINES as OCR_ENGINES
 from .tasks import LANGS, STYLES, TASKS, styled_prompt
 
 GENERATION_KNOBS = (
@@ -64,6 +65,9 @@ def generation_options(command):
         click.option("--no-split", is_flag=True, help="Do not cut images into tiles (~8x fewer tokens)."),
         click.option("--fps", "video_fps", type=float, default=None, help="Video frames sampled per second."),
         click.option("--max-frames", type=int, default=None, help="Most video frames sampled."),
+        click.option("--ocr", "ocr", flag_value="prompt", default=None,
+                     help="Read the text in the media with OCR and give the lines to the model (pip install 'smolsight[ocr]')."),
+        click.option("--ocr-answer", "ocr", flag_value="answer", help="Answer with the text OCR reads; nothing is generated."),
     ]  # fmt: skip
     return functools.reduce(lambda cmd, decorate: decorate(cmd), reversed(decorators), command)
 
@@ -78,6 +82,7 @@ def split_generation(kwargs: dict) -> tuple[str, dict, dict]:
         "split": not kwargs.pop("no_split"),
         "video_fps": kwargs.pop("video_fps"),
         "max_frames": kwargs.pop("max_frames"),
+        "ocr": kwargs.pop("ocr"),
     }
     return preset, knobs, settings
 
@@ -369,12 +374,41 @@ def eval_command(paths: tuple[str, ...], compare: bool, out: str | None, prompt_
 @click.argument("out_dir")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same files.")
 @click.option("--per-scenario", type=int, default=3, show_default=True, help="Pictures per scenario (plus one video).")
-def synth(out_dir: str, seed: int, per_scenario: int) -> None:
+@click.option("--scenario", "scenarios", multiple=True,
+              help="Draw only this scenario (repeatable); text_hard: the harder reading set for OCR [default: the six and a video].")
+def synth(out_dir: str, seed: int, per_scenario: int, scenarios: tuple[str, ...]) -> None:
     """Draw a synthetic suite with known answers into OUT_DIR (suite.yaml and media/)."""
     from .evals.suite import load_suite, suite_summary
     from .evals.synth import write_synthetic_suite
 
-    click.echo(suite_summary(load_suite(write_synthetic_suite(out_dir, seed, per_scenario))))
+    click.echo(suite_summary(load_suite(write_synthetic_suite(out_dir, seed, per_scenario, scenarios))))
+
+
+@main.command("ocr-eval")
+@click.argument("suite")
+@click.option("--engine", "engines", multiple=True, type=click.Choice(OCR_ENGINES), help="OCR engine to measure (repeatable) [default: all].")
+@click.option("--scenario", "scenarios", multiple=True, help="Only this scenario's reading cases (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Read only the first N reading cases.")
+@click.option("-o", "--out", default=None, metavar="FILE.json", help="Also write every reading, the CPU and its load here.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def ocr_eval(suite: str, engines: tuple[str, ...], scenarios: tuple[str, ...], limit: int | None, out: str | None, quiet: bool) -> None:
+    """Score OCR alone on SUITE's reading cases, per engine: exact match and ANLS per case kind, and
+    seconds per image: smolsight synth DIR --scenario text --scenario text_hard && smolsight ocr-eval DIR"""
+    from pathlib import Path
+
+    from .bench import cpu_name
+    from .evals.ocr import accuracy_table, cost_table, run_ocr_eval
+    from .evals.suite import load_suite
+
+    run = run_ocr_eval(load_suite(suite), engines or OCR_ENGINES, scenarios, limit, quiet)
+    run.meta["cpu"] = cpu_name()
+    click.echo(accuracy_table(run))
+    click.echo()
+    click.echo(cost_table(run))
+    click.echo(f"{run.meta['cpu']}, load average {run.meta['load_average_before']} before, {run.meta['load_average_after']} after")
+    if out:
+        Path(out).write_text(json.dumps(run.to_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        click.echo(f"wrote {out}", err=True)
 
 
 @main.command()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 from fastapi import FastAPI
 from fastapi.responses import Response, StreamingResponse
 
@@ -271,4 +272,34 @@ def test_mqtt_without_paho_is_one_clear_line(tmp_path, monkeypatch):
                         outputs={"mqtt": {"host": "127.0.0.1"}})  # fmt: skip
     monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)
     with pytest.raises(SmolsightError, match=r"needs paho-mqtt: pip install 'smolsight\[watch\]'"):
+        checked_config(str(rules))
+
+
+def test_a_rule_reads_a_display_with_ocr_and_alerts_on_its_number(tmp_path, engine):
+    """`ocr: answer` on a number rule: the real OCR model reads the display, the number decides."""
+    from PIL import ImageDraw
+
+    from smolsight.evals.synth import font
+
+    folder = tmp_path / "display"
+    folder.mkdir()
+    for index, reading in enumerate((42, 42, 87)):
+        image = Image.new("RGB", (320, 120), (235, 235, 230))
+        ImageDraw.Draw(image).text((40, 25), f"{reading} °C", fill=(10, 10, 10), font=font(56))
+        image.save(folder / f"{index:04d}.png")
+    rule = {"name": "hot", "ask": "What temperature does the display show?", "answer": "number", "on_change": True,
+            "alert_when": "> 80", "ocr": "answer"}  # fmt: skip
+    source = {"name": "oven", "url": str(folder), "sample_fps": 1, "change_threshold": 0.002, "rules": [rule]}
+    rules = write_rules(tmp_path / "rules.yaml", [source], outputs={"dir": "out"})
+    watcher = Watcher(checked_config(str(rules)), engine).start()
+    assert watcher.wait(60)
+    watcher.stop()
+    (opened,) = [r for r in events(tmp_path / "out") if r["decision"] == "open"]  # 42 °C opened nothing
+    assert opened["answer"] == "87 °C" and opened["value"] == 87 and opened["frame_time"] == 2.0
+
+
+def test_a_bad_ocr_value_is_named(tmp_path):
+    rules = write_rules(tmp_path / "rules.yaml", [{"name": "cam", "url": str(tmp_path), "rules": [
+        {"name": "r", "ask": "Hot?", "on_change": True, "ocr": "yes"}]}])  # fmt: skip
+    with pytest.raises(SmolsightError, match="ocr: must be true, prompt or answer, not 'yes'"):
         checked_config(str(rules))

@@ -13,7 +13,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from . import openmp  # noqa: F401  (must come before torch)
 
@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from . import decoding
 
-from . import fastpaths
+from . import fastpaths, ocr
 from ..errors import MediaError
 from .fastpaths import FastPaths
 from .loading import DEFAULT_MODEL, choose_runtime, load_model
@@ -43,6 +43,7 @@ class Request:
     split: bool = True  # cut images into tiles (costly but sharper)
     video_fps: float | None = None
     max_frames: int | None = None
+    ocr: str | None = None  # "prompt": text read by OCR goes into the prompt; "answer": it is the answer (engine.ocr)
 
     @classmethod
     def simple(cls, media: MediaInput | list[MediaInput] | None, prompt: str, max_pixels: int = DEFAULT_MAX_PIXELS, **settings) -> "Request":
@@ -79,6 +80,7 @@ class Result:
     raw_text: str = ""  # before loop trimming and sentence de-duplication
     removed_chars: int = 0
     metrics: dict = field(default_factory=dict)
+    ocr: list[dict] | None = None  # the lines OCR read, when the request asked for OCR
 
     @property
     def tokens_per_s(self) -> float:
@@ -89,6 +91,8 @@ class Result:
         data = asdict(self)
         data["tokens_per_s"] = round(self.tokens_per_s, 2)
         data.pop("row")
+        if self.ocr is None:
+            data.pop("ocr")
         return data
 
 
@@ -144,7 +148,7 @@ class Engine:
         yield from self.stream_batch([self.request(media, prompt, preset, **options)])
 
     def request(self, media, prompt: str, preset: str | None = None, **options) -> Request:
-        settings = {k: options.pop(k) for k in ("image_size", "split", "video_fps", "max_frames", "max_pixels") if k in options}
+        settings = {k: options.pop(k) for k in ("image_size", "split", "video_fps", "max_frames", "max_pixels", "ocr") if k in options}
         return Request.simple(media, prompt, options=resolve_options(preset, **options), **settings)
 
     def ask_batch(self, requests: list[Request]) -> list[Result]:
@@ -159,8 +163,26 @@ class Engine:
         `prepared` (from `prepare`) lets a caller that already checked each request skip redoing it."""
         start = time.perf_counter()
         prepared = prepared or [self.prepare(request) for request in requests]
+        cancelled = cancelled or (lambda row: False)
+        for row, request in enumerate(requests):
+            if request.ocr == "answer":
+                yield self.ocr_answer(row, prepared[row]["ocr"], start)
+        rows = [row for row, request in enumerate(requests) if request.ocr != "answer"]
+        if not rows:
+            return
         with torch.inference_mode():
-            yield from self.generate(requests, prepared, start, cancelled or (lambda row: False))
+            for event in self.generate([requests[r] for r in rows], [prepared[r] for r in rows], start, lambda i: cancelled(rows[i])):
+                event.row = rows[event.row]  # back to the caller's numbering, answered-by-OCR rows included
+                if isinstance(event, Result) and prepared[event.row].get("ocr") is not None:
+                    event.ocr = [line.to_dict() for line in prepared[event.row]["ocr"]]
+                yield event
+
+    def ocr_answer(self, row: int, lines: list[ocr.OcrLine], start: float) -> Result:
+        """Mode "answer": the text OCR read is the answer; nothing is generated."""
+        text = ocr.answer_text(lines)
+        elapsed = round(time.perf_counter() - start, 4)
+        return Result(text=text, finish_reason="stop", input_tokens=0, output_tokens=0, ttft_s=elapsed, total_s=elapsed, row=row,
+                      raw_text=text, metrics=repetition_metrics(text).to_dict(), ocr=[line.to_dict() for line in lines], **self.runtime)  # fmt: skip
 
     def prepare(self, request: Request) -> dict:
         """Tokens and input embeddings (image features merged in) of one request."""
@@ -168,7 +190,10 @@ class Engine:
             if message.video is not None and not isinstance(message.video, Video):
                 message.video = self.load_video(message.video, request)
         validate(request.messages)
-        inputs = self.process(request)
+        lines = self.read_text(request)
+        if request.ocr == "answer":
+            return {"input_ids": torch.empty(0, dtype=torch.long), "ocr": lines}
+        inputs = self.process(replace(request, messages=ocr.grounded_messages(request.messages, lines)) if lines is not None else request)
         input_ids = inputs["input_ids"].to(self.device)
         with torch.inference_mode():
             embeds = self.model.get_input_embeddings()(input_ids)
@@ -176,7 +201,14 @@ class Engine:
                 features = self.image_features(inputs)
                 mask = (input_ids == self.model.config.image_token_id)[..., None]
                 embeds = embeds.masked_scatter(mask, features.to(embeds.dtype))
-        return {"input_ids": input_ids[0], "embeds": embeds[0]}
+        return {"input_ids": input_ids[0], "embeds": embeds[0], "ocr": lines}
+
+    def read_text(self, request: Request) -> list[ocr.OcrLine] | None:
+        """The lines OCR reads in the request's images or video when it asks for OCR, else None."""
+        ocr.check_mode(request.ocr)
+        if request.ocr is None:
+            return None
+        return ocr.read_media(images_of(request.messages), video_of(request.messages))
 
     def load_video(self, source: MediaInput, request: Request) -> Video:
         """Sample by fps and frame cap, defaulting to the model's own video settings."""

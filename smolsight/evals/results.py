@@ -42,6 +42,7 @@ class CaseResult:
     raw_answer: str = ""  # before loop trimming and sentence de-duplication
     looped: bool = False  # the raw answer was padded with repeated text (metrics["looped"])
     loop_rule: str = ""  # LOOPS_FAIL or LOOPS_SCORED: what the run did with looped answers
+    ocr: list[dict] | None = None  # the lines OCR read, in a run with --ocr or --ocr-answer
 
     @classmethod
     def from_dict(cls, data: dict) -> CaseResult:

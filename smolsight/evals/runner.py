@@ -44,7 +44,7 @@ from .suite import Case, Suite, case_prompt, select_cases
 if TYPE_CHECKING:  # the engine (and torch) load only when a run starts: compare and synth stay quick
     from ..engine import Result
 
-SETTINGS = ("image_size", "split", "video_fps", "max_frames")
+SETTINGS = ("image_size", "split", "video_fps", "max_frames", "ocr")
 
 
 def run_suite(
@@ -165,7 +165,7 @@ def _record(case: Case, prompt: str, outcome: Result | Exception, loop_rule: str
         **base, answer=outcome.text, passed=verdict.passed, score=verdict.value, detail=verdict.detail,
         latency_s=outcome.total_s, ttft_s=outcome.ttft_s, input_tokens=outcome.input_tokens,
         output_tokens=outcome.output_tokens, finish_reason=outcome.finish_reason,
-        metrics=metrics, raw_answer=raw, looped=looped,
+        metrics=metrics, raw_answer=raw, looped=looped, ocr=outcome.ocr,
     )  # fmt: skip
 
 

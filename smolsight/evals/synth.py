@@ -18,13 +18,13 @@ import functools
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from ..errors import SmolsightError
 from ..tasks import LANGS, task_prompt
@@ -510,15 +510,103 @@ def _draw_sign(rng: np.random.Generator, sign: _Sign) -> tuple[Image.Image, list
 
 
 def _text(ctx: _Ctx) -> list[dict]:
-    sign = _sign(ctx.rng, ("nameplate", "meter", "label")[ctx.index % 3])
+    kind = ("nameplate", "meter", "label")[ctx.index % 3]
+    sign = _sign(ctx.rng, kind)
     image, boxes = _draw_sign(ctx.rng, sign)
     media = [ctx.save(image)]
-    meta = {"lines": sign.lines, "boxes": boxes, "plate": list(sign.plate)}
+    meta = {"kind": kind, "lines": sign.lines, "boxes": boxes, "plate": list(sign.plate)}
     read = ctx.case(media, "read", "anls", [" ".join(sign.lines)], suffix="-read", meta=meta)
     question = sign.question[ctx.lang] if sign.question else None
     qa = ctx.case(media, "qa", "contains_all", sign.answer, suffix="-qa", prompt=question, subject=sign.subject,
                   synonyms=sign.synonyms, meta=meta)
     return [read, qa]
+
+
+# ---------------------------------------------------------------------------------------------
+# Hard text: what cameras in plants meet, one kind of trouble per picture, in one language
+
+HARD_KINDS = ("small", "rotated", "low_contrast", "noisy_blur", "multiline", "gauge")
+HARD_PHRASES = {
+    "zh": ("禁止烟火", "当心触电", "注意安全", "高温危险", "请戴安全帽"),
+    "en": ("NO OPEN FLAMES", "DANGER HIGH VOLTAGE", "KEEP CLEAR", "HOT SURFACE", "WEAR A HARD HAT"),
+}
+HARD_WORDS = {
+    "zh": {"lot": "批号", "log": "二号泵维护记录", "service": "上次检修", "hours": "运行时间", "owner": "负责人 王工", "gauge": "出口压力"},
+    "en": {"lot": "LOT", "log": "PUMP 2 SERVICE LOG", "service": "Last service", "hours": "Run time", "owner": "Owner J. Smith",
+           "gauge": "OUTLET PRESSURE"},
+}  # fmt: skip
+
+
+def _hard_lines(rng: np.random.Generator, kind: str, lang: str) -> list[str]:
+    words = HARD_WORDS[lang]
+    if kind == "gauge":
+        return [words["gauge"], f"{rng.uniform(0.1, 1.6):.2f} MPa"]
+    if kind == "multiline":
+        hours = int(rng.integers(100, 9000))
+        return [words["log"], f"{words['service']} 2024-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d}",
+                f"{words['hours']} {hours} h", words["owner"]]
+    phrase = HARD_PHRASES[lang][int(rng.integers(len(HARD_PHRASES[lang])))]
+    return [phrase, f"{words['lot']} B{int(rng.integers(1000, 10000))}"]
+
+
+def _gauge(rng: np.random.Generator, lines: list[str]) -> Image.Image:
+    """A round dial with ticks and a needle, its reading in a display window below the centre."""
+    w, h = 480, 480
+    image = _noisy(rng, _gradient(w, h, (120, 125, 130), (80, 85, 90)), 3)
+    draw = ImageDraw.Draw(image)
+    cx, cy, r = w / 2, h / 2, 200
+    _disc(draw, (cx, cy), r + 12, (50, 50, 55))
+    _disc(draw, (cx, cy), r, (240, 240, 232))
+    for k in range(41):
+        angle = np.radians(225 - k * 270 / 40)
+        inner = r - (24 if k % 5 == 0 else 12)
+        draw.line([cx + inner * np.cos(angle), cy - inner * np.sin(angle), cx + (r - 4) * np.cos(angle), cy - (r - 4) * np.sin(angle)],
+                  fill=(30, 30, 30), width=3 if k % 5 == 0 else 1)  # fmt: skip
+    needle = np.radians(225 - rng.uniform(0.1, 0.9) * 270)
+    draw.line([cx, cy, cx + 150 * np.cos(needle), cy - 150 * np.sin(needle)], fill=(200, 30, 30), width=5)
+    _disc(draw, (cx, cy), 12, (40, 40, 40))
+    draw.text((cx, cy - 70), lines[0], fill=(40, 40, 40), font=font(22), anchor="mm")
+    draw.rectangle([cx - 95, cy + 45, cx + 95, cy + 105], fill=(25, 35, 30), outline=(10, 10, 10), width=3)
+    draw.text((cx, cy + 75), lines[1], fill=(120, 255, 140), font=font(34), anchor="mm")
+    return image
+
+
+def _hard_picture(rng: np.random.Generator, kind: str, lines: list[str]) -> tuple[Image.Image, dict]:
+    """The picture of one hard kind, and what makes it hard (meta)."""
+    if kind == "gauge":
+        return _gauge(rng, lines), {}
+    dark = (20, 20, 20)
+    if kind == "small":
+        size = int(rng.integers(11, 14))
+        return _draw_sign(rng, _Sign(lines, [size] * len(lines), [dark] * len(lines), (245, 245, 238), None, None, [], {}))[0], {"size": size}
+    if kind == "low_contrast":
+        plate, ink = int(rng.integers(150, 175)), int(rng.integers(110, 125))
+        sign = _Sign(lines, [30] * len(lines), [(ink, ink, ink)] * len(lines), (plate, plate, plate - 4), None, None, [], {})
+        return _draw_sign(rng, sign)[0], {"plate": plate, "ink": ink}
+    sizes = [26] * len(lines) if kind == "multiline" else [34] * len(lines)
+    image = _draw_sign(rng, _Sign(lines, sizes, [dark] * len(lines), (245, 245, 238), None, None, [], {}))[0]
+    if kind == "rotated":
+        angle = float(rng.choice([-1, 1]) * rng.uniform(3, 6))
+        return image.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=(75, 88, 102)), {"angle": round(angle, 2)}
+    if kind == "noisy_blur":
+        radius, sigma = float(rng.uniform(1.2, 1.8)), float(rng.uniform(14, 20))
+        blurred = np.asarray(image.filter(ImageFilter.GaussianBlur(radius)), dtype=float)
+        noisy = np.clip(blurred + rng.normal(0, sigma, blurred.shape), 0, 255).astype(np.uint8)
+        return Image.fromarray(noisy), {"blur_radius": round(radius, 2), "noise_sigma": round(sigma, 1)}
+    return image, {}
+
+
+def _text_hard(ctx: _Ctx) -> list[dict]:
+    """One reading case per hard kind, all in the case's language (alternating by index)."""
+    cases = []
+    for kind in HARD_KINDS:
+        lines = _hard_lines(ctx.rng, kind, ctx.lang)
+        image, trouble = _hard_picture(ctx.rng, kind, lines)
+        name = f"{ctx.stem}-{kind}.png"
+        image.save(ctx.media_dir / name)
+        meta = {"kind": kind, "lines": lines, **trouble}
+        cases.append(ctx.case([f"{ctx.media_dir.name}/{name}"], "read", "anls", [" ".join(lines)], suffix=f"-{kind}", meta=meta))
+    return cases
 
 
 # ---------------------------------------------------------------------------------------------
@@ -650,19 +738,30 @@ SCENARIOS: dict[str, Callable[[_Ctx], list[dict]]] = {
 }
 
 
-def write_synthetic_suite(out_dir: str | Path, seed: int = 0, per_scenario: int = 3) -> Path:
+EXTRA_SCENARIOS: dict[str, Callable[[_Ctx], list[dict]]] = {"text_hard": _text_hard}  # drawn only when named
+DRAWINGS = {**SCENARIOS, "video": _video, **EXTRA_SCENARIOS}  # in random-stream order: a new one changes no other
+DEFAULT_SCENARIOS = (*SCENARIOS, "video")
+
+
+def write_synthetic_suite(out_dir: str | Path, seed: int = 0, per_scenario: int = 3, scenarios: Iterable[str] | None = None) -> Path:
     """Draw `per_scenario` pictures per scenario (text makes a reading and a question case of
-    each) plus one video under `out_dir/media`, write `out_dir/suite.yaml`, return its path."""
+    each, text_hard a reading case of each of its `HARD_KINDS`) plus one video under
+    `out_dir/media`, write `out_dir/suite.yaml`, return its path. `scenarios` (default: the six
+    and the video) may name `text_hard`, the harder reading set for OCR."""
     if per_scenario < 1:
         raise SmolsightError("per_scenario must be at least 1")
+    chosen = list(scenarios or DEFAULT_SCENARIOS)
+    unknown = sorted(set(chosen) - set(DRAWINGS))
+    if unknown:
+        raise SmolsightError(f"no scenario {', '.join(unknown)} to draw; choose from {', '.join(DRAWINGS)}")
     out = Path(out_dir)
     media_dir = out / "media"
     media_dir.mkdir(parents=True, exist_ok=True)
     cases: list[dict] = []
-    jobs = [(name, make, i) for name, make in SCENARIOS.items() for i in range(per_scenario)] + [("video", _video, 0)]
-    for name, make, index in jobs:
-        rng = np.random.default_rng([seed, [*SCENARIOS, "video"].index(name), index])  # one stream per case
-        cases += make(_Ctx(name, index, per_scenario, rng, media_dir))
+    jobs = [(name, i) for name in DRAWINGS if name in chosen for i in range(1 if name == "video" else per_scenario)]
+    for name, index in jobs:
+        rng = np.random.default_rng([seed, list(DRAWINGS).index(name), index])  # one stream per case
+        cases += DRAWINGS[name](_Ctx(name, index, per_scenario, rng, media_dir))
     suite = {
         "name": "synthetic",
         "description": "Drawn stand-ins for the field report's six scenarios, ground truth known by construction.",

@@ -122,7 +122,8 @@ def row(item: Item, outcome, model: str) -> dict:
         return {**base, "answer": None, "finish_reason": "error", "input_tokens": 0, "output_tokens": 0,
                 "ttft_s": 0.0, "total_s": 0.0, "error": error_detail(outcome)}  # fmt: skip
     return {**base, "answer": outcome.text, "finish_reason": outcome.finish_reason, "input_tokens": outcome.input_tokens,
-            "output_tokens": outcome.output_tokens, "ttft_s": outcome.ttft_s, "total_s": outcome.total_s, "error": None}  # fmt: skip
+            "output_tokens": outcome.output_tokens, "ttft_s": outcome.ttft_s, "total_s": outcome.total_s, "error": None,
+            **({"ocr": outcome.ocr} if outcome.ocr is not None else {})}  # fmt: skip
 
 
 def chunks(items: list[Item], size: int) -> Iterator[list[Item]]:

@@ -157,6 +157,7 @@ class Service:
             model=self.model_name,
             usage=Usage.of(result),
             timings=Timings(**ticket.timings(result)),
+            ocr=result.ocr,
         )
 
     async def sse(self, ticket: Ticket, event: Chunk | Result, events: AsyncIterator, include_usage: bool) -> AsyncIterator[str]:
@@ -172,7 +173,8 @@ class Service:
             while isinstance(event, Chunk):
                 yield chunk(choices=[ChunkChoice(delta=Delta(content=event.text))])
                 event = await anext(events)
-            yield chunk(choices=[ChunkChoice(delta=Delta(), finish_reason=event.finish_reason)], timings=Timings(**ticket.timings(event)))
+            yield chunk(choices=[ChunkChoice(delta=Delta(), finish_reason=event.finish_reason)], timings=Timings(**ticket.timings(event)),
+                        ocr=event.ocr)
             if include_usage:
                 yield chunk(choices=[], usage=Usage.of(event))
         except SmolsightError as exc:

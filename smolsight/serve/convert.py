@@ -45,7 +45,7 @@ def to_request(body: ChatCompletionRequest, media: MediaPolicy, max_tokens: int)
         last = messages[-1]
         last.text = styled_prompt(body.task, last.text.strip() or None, body.task_lang)
     validate(messages)
-    return Request(messages, options, split=split)
+    return Request(messages, options, split=split, ocr=body.ocr_mode)
 
 
 def check_text_length(body: ChatCompletionRequest, max_input_tokens: int) -> None:

@@ -183,6 +183,15 @@ class ChatCompletionRequest(Strict):
         None, description="Append this task's short-answer instruction to the last user message (or, when it holds no text, ask the task's own question)."
     )
     task_lang: Literal["en", "zh"] | None = Field(None, description="Language of the task instruction (default: the question's).")
+    ocr: bool | Literal["prompt", "answer"] | None = Field(
+        None, description="Read the text in the images or video with OCR (the server needs smolsight[ocr]): true or `prompt` gives the "
+        "model the lines read, with their positions, before the question; `answer` answers with the text read and generates nothing. "
+        "The lines read come back in the response's `ocr`.",
+    )
+
+    @property
+    def ocr_mode(self) -> str | None:
+        return "prompt" if self.ocr is True else self.ocr or None
 
     @property
     def include_usage(self) -> bool:
@@ -256,6 +265,16 @@ class Timings(BaseModel):
     tokens_per_s: float = Field(description="Generation speed after the first token.")
 
 
+class OcrLine(BaseModel):
+    """smolsight extension: one line of text OCR read."""
+
+    text: str
+    box: list[int] = Field(description="x0, y0, x1, y1 in the image's pixels.")
+    position: str = Field(description="Rough position: top/middle/bottom and left/centre/right.")
+    confidence: float
+    source: str = Field(description="Which image (`image 2`) or video frame (`frame at 1.5 s`); empty for a single image.")
+
+
 class ResponseMessage(BaseModel):
     content: str | None
     refusal: str | None = None
@@ -281,8 +300,13 @@ class ChatCompletionResponse(BaseModel):
     object: Literal["chat.completion"] = "chat.completion"
     system_fingerprint: str | None = None
     usage: Usage
-    # smolsight extension
+    # smolsight extensions
     timings: Timings | None = None
+    ocr: list[OcrLine] | None = Field(None, description="The lines OCR read, when the request asked for `ocr`.")
+
+    @model_serializer(mode="wrap")
+    def serialize(self, handler) -> dict:
+        return without_none(handler(self), ("ocr",))
 
 
 def without_none(data: dict, keys: tuple[str, ...]) -> dict:
@@ -314,12 +338,13 @@ class ChatCompletionChunk(BaseModel):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     system_fingerprint: str | None = None
     usage: Usage | None = None
-    # smolsight extension, on the chunk that carries the finish reason
+    # smolsight extensions, on the chunk that carries the finish reason
     timings: Timings | None = None
+    ocr: list[OcrLine] | None = None
 
     @model_serializer(mode="wrap")
     def serialize(self, handler) -> dict:
-        return without_none(handler(self), ("timings",))
+        return without_none(handler(self), ("timings", "ocr"))
 
 
 class ModelCard(BaseModel):

@@ -46,6 +46,7 @@ class Rule:
     cooldown_s: float = 60.0  # after an event closes, no new one opens for this long
     clear_after: int = 2  # answers without the condition that close an open event
     max_new_tokens: int = 8
+    ocr: str | None = None  # "prompt": OCR'd lines go to the model; "answer": the text read is the answer
 
     @property
     def prompt(self) -> str:
@@ -284,8 +285,12 @@ def read_rule(file: Path, item: object, where: str, line: int) -> Rule:
     tokens = fields.get("max_new_tokens", int, DEFAULT_TOKENS[answer])
     if tokens < 1:
         fields.fail("max_new_tokens", f"must be 1 or more, not {tokens}")
+    ocr = fields.get("ocr", (bool, str), False)
+    if ocr not in (False, True, "prompt", "answer"):
+        fields.fail("ocr", f"must be true, prompt or answer, not {ocr!r}")
     fields.done()
-    return Rule(name, ask, answer, every_s, on_change, alert_when, choices, cooldown, clear_after, tokens)
+    ocr_mode = "prompt" if ocr is True else ocr or None
+    return Rule(name, ask, answer, every_s, on_change, alert_when, choices, cooldown, clear_after, tokens, ocr_mode)
 
 
 def read_condition(fields: Fields, answer: str, choices: tuple[str, ...]) -> tuple[str, ...] | str | None:

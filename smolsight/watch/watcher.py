@@ -260,7 +260,7 @@ class Watcher:
 
         spec, rule = question.watch.spec, question.rule
         options = resolve_options(self.config.preset, max_new_tokens=rule.max_new_tokens)
-        return Request.simple(question.image, rule.prompt, options=options, image_size=spec.image_size, split=spec.split)
+        return Request.simple(question.image, rule.prompt, options=options, image_size=spec.image_size, split=spec.split, ocr=rule.ocr)
 
     def outcomes(self, requests: list[Request]) -> list[Result | Exception]:
         """Results in order; a batch that fails is retried one request at a time, so one bad
