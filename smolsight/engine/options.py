@@ -27,7 +27,7 @@ class GenerationOptions:
     seed: int | None = None
     loop_guard: bool = True
     guard_repeats: int = 4  # K: times a unit must occur in a row at the tail
-    guard_window: int = 64  # longest period (in tokens) the guard looks for
+    guard_window: int = 512  # longest period (in tokens) the guard looks for: a paragraph
     guard_min_tokens: int = 24  # short units must also span this many tokens ("ha ha ha" survives); layout units 4x
     dedupe_sentences: bool = True
 

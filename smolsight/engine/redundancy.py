@@ -44,6 +44,7 @@ _MARKER = re.compile(r"\s*(?:[^\W\d_]+\s+)?(?:\d{1,3}|[A-Za-z])[.)]\s*")
 _LEADING_MARKER = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)]|#+)\s+")
 _TERMINAL_END = re.compile(r"([。！？.!?…]+)[”’」』）》\"')\]]*$")
 _CLAUSE_END = re.compile(r"[，,；;]+$")
+_MENDABLE = re.compile(r"[，,；;]*\s*$")  # what `_mend` may change at the end of a kept piece
 
 
 @dataclass(frozen=True)
@@ -77,25 +78,83 @@ def remove_repeated_sentences(text: str, similarity: float = 0.9) -> tuple[str, 
 
     When a dropped sentence leaves its predecessor ending in a comma, the comma becomes the
     dropped sentence's full stop ("醒目，" -> "醒目。"). Text without repeats comes back
-    byte-identical. The count is `len(text) - len(cleaned)`.
+    byte-identical. The count is `len(text) - len(cleaned)`. This is `SentenceFilter` fed the
+    whole text at once.
     """
-    if not 0.0 < similarity <= 1.0:
-        raise ValueError(f"similarity must be in (0, 1], got {similarity}")
-    pieces = _segments(text)
-    history = _History(similarity)
-    kept: list[str] = []
-    dropped_last = False
-    for piece in pieces:
-        words = _key_words(piece)
-        dropped_last = words is not None and history.repeats(piece.kind, words)
-        if dropped_last:
-            _drop_after(kept, piece.text)
-        else:
-            kept.append(piece.text)
-    cleaned = "".join(kept)
-    if dropped_last:  # the dropped tail's whitespace is gone; restore the text's own ending
-        cleaned = cleaned.rstrip() + text[len(text.rstrip()):]
+    cleaner = SentenceFilter(similarity)
+    cleaned = cleaner.feed(text) + cleaner.close()
     return cleaned, len(text) - len(cleaned)
+
+
+class SentenceFilter:
+    """`remove_repeated_sentences` for text that arrives a little at a time, as it is generated:
+    `feed` returns the cleaned text that can no longer change, `close` the rest. However the text
+    is cut into feeds, the result is the same.
+
+    Held back, because it may still change: the pieces from the last one with words on (it may
+    grow, gain blank lines, or be a list marker that joins the next), and the end of the last
+    kept piece (a clause mark and spacing that dropping the next piece would mend).
+    """
+
+    def __init__(self, similarity: float = 0.9) -> None:
+        if not 0.0 < similarity <= 1.0:
+            raise ValueError(f"similarity must be in (0, 1], got {similarity}")
+        self.history = _History(similarity)
+        self.pending = ""  # text not judged yet; starts where a piece starts
+        self.mid_line = False  # pending starts inside a line of text (not at a row or rule)
+        self.last = ""  # the last kept piece, whose end may still be mended
+        self.last_out = 0  # characters of `last` already returned
+        self.dropped_last = False
+        self.trailing = ""  # the text's own trailing whitespace, restored when its end is dropped
+        self.fed = 0
+        self.out = 0
+
+    @property
+    def held(self) -> int:
+        """Characters fed and not returned (nor dropped) yet."""
+        return len(self.pending) + len(self.last) - self.last_out
+
+    @property
+    def removed(self) -> int:
+        """Characters dropped so far (of the text judged)."""
+        return self.fed - len(self.pending) - self.out - (len(self.last) - self.last_out)
+
+    def feed(self, text: str) -> str:
+        self.fed += len(text)
+        self.trailing = text[len(text.rstrip()):] if text.strip() else self.trailing + text
+        self.pending += text
+        pieces = _segments(self.pending, self.mid_line)
+        words_at = [i for i, piece in enumerate(pieces) if piece.text.strip()]
+        ready = pieces[: words_at[-1]] if words_at else []
+        return self._judge(ready)
+
+    def close(self) -> str:
+        out = self._judge(_segments(self.pending, self.mid_line))
+        if self.dropped_last:  # the dropped tail's whitespace is gone; restore the text's own ending
+            self.last = self.last.rstrip() + self.trailing
+        return out + self._release(len(self.last))
+
+    def _judge(self, pieces: list[_Piece]) -> str:
+        out = ""
+        for piece in pieces:
+            self.pending = self.pending[len(piece.text):]
+            self.mid_line = not piece.text.endswith("\n")
+            words = _key_words(piece)
+            self.dropped_last = words is not None and self.history.repeats(piece.kind, words)
+            if self.dropped_last:
+                self.last = _mend(self.last, piece.text)
+            else:
+                out += self._release(len(self.last))
+                self.last, self.last_out = piece.text, 0
+            out += self._release(len(self.last) - len(_MENDABLE.search(self.last).group()))
+        return out
+
+    def _release(self, upto: int) -> str:
+        """`last` up to `upto` (never less than is out already)."""
+        piece = self.last[self.last_out : max(upto, self.last_out)]
+        self.last_out += len(piece)
+        self.out += len(piece)
+        return piece
 
 
 @dataclass(frozen=True)
@@ -162,11 +221,14 @@ def repetition_metrics(text: str, tokens: Sequence[Hashable] | None = None) -> R
 # --- splitting ---------------------------------------------------------------------------------
 
 
-def _segments(text: str) -> list[_Piece]:
+def _segments(text: str, mid_line: bool = False) -> list[_Piece]:
+    """Pieces of `text`; `mid_line`: its first line continues a line of text already split."""
     pieces: list[_Piece] = []
-    for line in _LINE.findall(text):
+    for index, line in enumerate(_LINE.findall(text)):
         body = line.strip()
-        if _RULE.fullmatch(body):
+        if index == 0 and mid_line:
+            pieces.extend(_Piece(clause, "text") for clause in _clauses(line))
+        elif _RULE.fullmatch(body):
             pieces.append(_Piece(line, "rule"))
         elif body.startswith("|"):
             pieces.append(_Piece(line, "row"))
@@ -258,17 +320,17 @@ class _History:
         return False
 
 
-def _drop_after(kept: list[str], dropped: str) -> None:
-    """Drop `dropped`, mending the end of the last kept piece: punctuation and line breaks."""
-    body = kept[-1].rstrip()
-    spacing = kept[-1][len(body):]
+def _mend(kept: str, dropped: str) -> str:
+    """`kept` (the piece before `dropped`) with its end mended: punctuation and line breaks."""
+    body = kept.rstrip()
+    spacing = kept[len(body):]
     dropped_spacing = dropped[len(dropped.rstrip()):]
     terminal = _TERMINAL_END.search(dropped.rstrip())
     if terminal and _CLAUSE_END.search(body):
         body = _CLAUSE_END.sub(terminal.group(1), body)
     if dropped_spacing.count("\n") > spacing.count("\n"):
         spacing = dropped_spacing
-    kept[-1] = body + spacing
+    return body + spacing
 
 
 def _repeated_clauses(text: str) -> tuple[int, int]:
