@@ -112,7 +112,8 @@ def boundary_rank(left: str, right: str) -> int:
         return 3
     if end.endswith(CLAUSE_MARKS) and (gap or end[-1] in CJK_MARKS):
         return 2
-    return 1 if gap or not (left[-1].isalnum() and right[0].isalnum()) else 0
+    inside_number = left[-1] in ".," and left[-2:-1].isdigit() and right[0].isdigit()  # "3.|5"
+    return 1 if gap or not (left[-1].isalnum() and right[0].isalnum() or inside_number) else 0
 
 
 def clean_cut(tokens: list[int], hit: LoopHit, decode) -> int:
