@@ -18,6 +18,9 @@ GENERATION_KNOBS = (
     "no_repeat_ngram_size", "max_new_tokens", "min_new_tokens", "stop", "seed", "loop_guard",
     "guard_repeats", "guard_window", "guard_min_tokens", "dedupe_sentences",
 )  # fmt: skip
+# Only on eval and compare-presets, the commands that measure presets.
+PROMPT_PENALTY = click.option("--prompt-penalty/--no-prompt-penalty", "penalize_prompt", default=None,
+                              help="repetition_penalty on the prompt's tokens too (transformers' way) or on generated ones only.")
 
 
 def model_options(command):
@@ -201,6 +204,7 @@ def serve(host: str, port: int, api_key: str | None, api_key_file: str | None, *
 @click.option("--label", default=None, help="Name of this run in comparisons [default: model, preset, style].")
 @model_options
 @generation_options
+@PROMPT_PENALTY
 def eval_command(paths: tuple[str, ...], compare: bool, out: str | None, prompt_style: str, batch_size: int,
                  limit: int | None, scenarios: tuple[str, ...], label: str | None, **kwargs) -> None:
     """Score a model on SUITE: smolsight eval SUITE --model M --out DIR (results.json, report.html).
@@ -220,6 +224,7 @@ def eval_command(paths: tuple[str, ...], compare: bool, out: str | None, prompt_
     suite = load_suite(paths[0])
     select_cases(suite, scenarios, limit)  # a bad filter fails before the model loads
     preset, knobs, settings = split_generation(kwargs)
+    knobs["penalize_prompt"] = kwargs.pop("penalize_prompt")
     progress = not kwargs["quiet"]
     engine = load_engine(kwargs)
     run = run_suite(engine, suite, preset, prompt_style, progress, label, batch_size=batch_size,
@@ -331,6 +336,7 @@ def without_preset(command: click.Command) -> click.Command:
 @click.argument("args", nargs=-1, required=True)
 @model_options
 @generation_options
+@PROMPT_PENALTY
 @click.option("--presets", "columns", default="seed,guard-only,precise", show_default=True,
               help="Comma-separated columns: seed, guard-only (seed + loop guard), precise, creative.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
@@ -342,6 +348,7 @@ def compare_presets(args: tuple[str, ...], columns: str, as_json: bool, **kwargs
     *media, prompt = args
     kwargs["preset"] = None
     _, knobs, settings = split_generation(kwargs)
+    knobs["penalize_prompt"] = kwargs.pop("penalize_prompt")
     planned = plan(columns, knobs)
     engine = load_engine(kwargs)
     results = compare(engine, engine.request(list(media), prompt, **settings), planned)

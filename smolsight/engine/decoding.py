@@ -145,7 +145,8 @@ def layout_tokens(tokenizer, vocab: int) -> np.ndarray:
 class TokenChooser:
     """Turns a batch of next-token logits into tokens, applying penalties and sampling.
 
-    Penalties follow their usual definitions: `repetition_penalty` as in transformers (CTRL),
+    Penalties follow their usual definitions: `repetition_penalty` as in transformers (CTRL; with
+    `penalize_prompt` off, on generated tokens only, so a question about fire can still say "fire"),
     `frequency_penalty`/`presence_penalty` as in OpenAI's API, `no_repeat_ngram_size` as in
     transformers. Each row keeps its own token counts so rows of a batch never interact.
     """
@@ -155,7 +156,8 @@ class TokenChooser:
         self.options = options
         self.counts = torch.zeros(batch, vocab, dtype=torch.int32, device=device)
         self.generated: list[list[int]] = [[] for _ in range(batch)]
-        self.in_prompt = prompt_mask(prompt_ids, vocab) if options.repetition_penalty != 1.0 else None
+        self.penalised = options.repetition_penalty != 1.0
+        self.in_prompt = prompt_mask(prompt_ids, vocab) if self.penalised and options.penalize_prompt else None
         self.generator = None
         if not options.greedy:
             self.generator = torch.Generator(device=device)
@@ -164,8 +166,8 @@ class TokenChooser:
     def __call__(self, logits: torch.Tensor, ban: list[int] | None = None, banned_rows: torch.Tensor | None = None) -> torch.Tensor:
         """logits [B, V] (float32) -> tokens [B]; `ban` tokens are forbidden in `banned_rows` [B] (min length)."""
         o = self.options
-        if self.in_prompt is not None:
-            seen = (self.counts > 0) | self.in_prompt
+        if self.penalised:
+            seen = self.counts > 0 if self.in_prompt is None else (self.counts > 0) | self.in_prompt
             penalised = torch.where(logits > 0, logits / o.repetition_penalty, logits * o.repetition_penalty)
             logits = torch.where(seen, penalised, logits)
         if o.frequency_penalty or o.presence_penalty:

@@ -20,6 +20,7 @@ class GenerationOptions:
     top_p: float = 1.0
     top_k: int = 0  # 0 means off
     repetition_penalty: float = 1.0
+    penalize_prompt: bool = True  # repetition_penalty on the prompt's tokens too, as transformers does
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     no_repeat_ngram_size: int = 0

@@ -22,6 +22,21 @@ from ..text import CJK
 # A piece needs this many word units (CJK characters or words) to count as a repeat: shorter
 # ones ("是的，", "However,", list markers) recur in ordinary writing.
 MIN_UNITS = 5
+# Templated repetition: this many pieces in a row, equal once numbers and names are masked,
+# each naming someone or something else ("Q: What is the capital of Spain? A: Madrid." …): the
+# third and later are dropped. Pieces that differ only in numbers are data (a list of readings)
+# and are never dropped this way.
+TEMPLATE_RUN = 3
+# A paraphrase must carry this many content words, all said before in one earlier piece.
+MIN_CONTENT = 3
+_STOP_WORDS = frozenset(
+    "a an the is are was were be been being this that these those it its of to in on at by for with and or as "
+    "from into there here which who whom what when where how also very more most some any can will would should "
+    "could may might has have had do does did just so such than then their they them one because".split()
+)
+_CJK_FUNCTION = frozenset("的了是在也都很更加着和与及这那其之得地使让被把个")
+_WORD = re.compile(r"[^\W_]+")
+
 # Looping: a repeat must be this many characters long and cover this share of the text...
 MIN_LOOP_CHARS = 32
 LOOP_SHARE = 0.3
@@ -72,8 +87,9 @@ def remove_repeated_sentences(text: str, similarity: float = 0.9) -> tuple[str, 
     Pieces (see `split_sentences`) are compared on their words: case, width, whitespace,
     punctuation and list markers are ignored. A piece is a repeat when it equals an earlier
     piece, or when `difflib.SequenceMatcher` over the words (CJK characters count one each)
-    gives a ratio >= `similarity` and both carry the same numbers (so "row 3: 35 °C" never
-    swallows "row 4: 36 °C"). Pieces under `MIN_UNITS` words are never dropped, table rows only
+    gives a ratio >= `similarity`, both carry the same numbers (so "row 3: 35 °C" never
+    swallows "row 4: 36 °C") and the later adds no content word (so "a blue truck" never goes
+    for being like "a red truck", nor "is not open" for being like "is open"). Pieces under `MIN_UNITS` words are never dropped, table rows only
     when their cells are identical, and rules ("---") never, so lists and tables survive.
 
     When a dropped sentence leaves its predecessor ending in a comma, the comma becomes the
@@ -91,6 +107,10 @@ class SentenceFilter:
     `feed` returns the cleaned text that can no longer change, `close` the rest. However the text
     is cut into feeds, the result is the same.
 
+    Besides repeats, it drops templated repetition (`TEMPLATE_RUN`) and paraphrases: a piece
+    whose content words (stop words aside) were all said in one earlier piece, numbers included,
+    so a new colour, object, number or negation always survives.
+
     Held back, because it may still change: the pieces from the last one with words on (it may
     grow, gain blank lines, or be a list marker that joins the next), and the end of the last
     kept piece (a clause mark and spacing that dropping the next piece would mend).
@@ -100,6 +120,7 @@ class SentenceFilter:
         if not 0.0 < similarity <= 1.0:
             raise ValueError(f"similarity must be in (0, 1], got {similarity}")
         self.history = _History(similarity)
+        self.templates = _Templates()
         self.pending = ""  # text not judged yet; starts where a piece starts
         self.mid_line = False  # pending starts inside a line of text (not at a row or rule)
         self.last = ""  # the last kept piece, whose end may still be mended
@@ -141,6 +162,8 @@ class SentenceFilter:
             self.mid_line = not piece.text.endswith("\n")
             words = _key_words(piece)
             self.dropped_last = words is not None and self.history.repeats(piece.kind, words)
+            if piece.kind == "text" and not self.dropped_last:
+                self.dropped_last = self.templates.drops(piece.text, words) or self.history.paraphrases(piece.text, words)
             if self.dropped_last:
                 self.last = _mend(self.last, piece.text)
             else:
@@ -292,6 +315,7 @@ class _History:
         self.similarity = similarity
         self.exact: set[tuple[str, tuple[str, ...]]] = set()
         self.buckets: dict[tuple[int, tuple[str, ...]], list[tuple[str, ...]]] = {}
+        self.contents: list[frozenset[str]] = []
 
     def repeats(self, kind: str, words: tuple[str, ...]) -> bool:
         """Whether a piece repeats an earlier one; records it either way. Rows: exact only."""
@@ -306,6 +330,16 @@ class _History:
         self.buckets.setdefault((len(words), numbers), []).append(words)
         return False
 
+    def paraphrases(self, text: str, words: tuple[str, ...] | None) -> bool:
+        """Whether a piece's content words were all in one earlier piece; records it if not."""
+        if words is None:
+            return False
+        content = _content_words(text)
+        if len(content) >= MIN_CONTENT and any(content <= earlier for earlier in self.contents):
+            return True
+        self.contents.append(content)
+        return False
+
     def _near(self, words: tuple[str, ...], numbers: tuple[str, ...]) -> bool:
         # ratio = 2M / (a + b) <= 2 min(a, b) / (a + b): only lengths within this window can pass.
         s = self.similarity
@@ -315,9 +349,54 @@ class _History:
         for length in range(low, high + 1):
             for earlier in self.buckets.get((length, numbers), ()):
                 matcher.set_seq1(earlier)
-                if matcher.quick_ratio() >= s and matcher.ratio() >= s:
+                if matcher.quick_ratio() >= s and matcher.ratio() >= s and _content(words) <= _content(earlier):
                     return True
         return False
+
+
+class _Templates:
+    """Runs of pieces equal once numbers and names are masked, each with other names."""
+
+    def __init__(self) -> None:
+        self.masked: tuple[str, ...] | None = None
+        self.names: tuple[str, ...] = ()
+        self.run = 0
+        self.dropping = False
+
+    def drops(self, text: str, words: tuple[str, ...] | None) -> bool:
+        """Whether this piece goes: the third or later of a run, or a short piece (an answer
+        such as "A: Madrid.") right after a dropped one."""
+        if words is None:
+            return self.dropping
+        masked, names = _masked(text)
+        self.run = self.run + 1 if masked == self.masked and names != self.names else 1
+        self.masked, self.names = masked, names
+        self.dropping = self.run >= TEMPLATE_RUN
+        return self.dropping
+
+
+def _masked(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(words with numbers as '#' and names as 'N', the names): a name is a capitalised word
+    other than the first, so "Red car…" keeps its colour."""
+    words = _WORD.findall(_LEADING_MARKER.sub("", text, count=1))
+    names = tuple(w for w in words[1:] if w[0].isupper())
+    masked = tuple("#" if any(c.isdigit() for c in w) else "N" if i and w[0].isupper() else w.casefold()
+                   for i, w in enumerate(words))  # fmt: skip
+    return masked, names
+
+
+def _content_words(text: str) -> frozenset[str]:
+    return _content(_units(text))
+
+
+def _content(units) -> frozenset[str]:
+    """Words that carry meaning: stop words and CJK function characters left out, a plural 's' dropped."""
+    content = set()
+    for unit in units:
+        if not unit[0].isalnum() or unit in _STOP_WORDS or unit in _CJK_FUNCTION:
+            continue
+        content.add(unit[:-1] if len(unit) > 3 and unit.endswith("s") and unit.isalpha() else unit)
+    return frozenset(content)
 
 
 def _mend(kept: str, dropped: str) -> str:
