@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
-from helpers import picture
+from helpers import cli, picture
 
+import smolsight
 from smolsight.engine import Chunk, Result
 from smolsight.engine.decoding import LoopGuard, boundary_rank, clean_cut, layout_tokens, make_guard
 from smolsight.engine.options import GenerationOptions
@@ -171,3 +173,37 @@ def test_stream_holds_back_only_what_may_still_be_cut(engine):
     assert result.finish_reason == "repetition"
     assert "".join(e.text for e in events if isinstance(e, Chunk)) == result.text
     assert 0 < result.held_back_chars <= len(result.raw_text) - len(result.text) + DEFAULTS.guard_min_tokens * 8
+
+
+# --- text-only measurement: compare-presets and eval without media --------------------------------
+
+
+def test_compare_presets_takes_a_prompt_alone(tiny_checkpoint):
+    run = cli("compare-presets", "What colour is a ripe banana?", "-q", "--model", tiny_checkpoint, "--dtype", "float32",
+              "--presets", "seed,guard-only", "--max-new-tokens", "30", "--no-prompt-penalty", "--json")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    columns = json.loads(run.stdout)["columns"]
+    assert [c["name"] for c in columns] == ["seed", "guard-only"]
+    assert all(c["result"]["output_tokens"] > 0 and c["options"]["penalize_prompt"] is False for c in columns)
+
+
+def test_eval_runs_a_text_only_suite(tiny_checkpoint, tmp_path):
+    suite = tmp_path / "text.yaml"
+    suite.write_text("cases:\n"
+                     "  - {id: capital, scenario: facts, lang: en, prompt: 'What is the capital of France?', answer_type: contains_all, expected: [Paris]}\n"
+                     "  - {id: fire, scenario: accident, lang: en, prompt: 'Describe a fire.', answer_type: free}\n")  # fmt: skip
+    run = cli("eval", str(suite), "-q", "--model", tiny_checkpoint, "--dtype", "float32", "--max-new-tokens", "20",
+              "--prompt-style", "raw", "--batch-size", "2", "-o", str(tmp_path / "out"))  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(c["id"], c["media"], c["finish_reason"] != "error") for c in results["cases"]] == [("capital", [], True), ("fire", [], True)]
+    assert "text only" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_the_shipped_text_suite_loads():
+    from smolsight.evals.suite import load_suite
+
+    suite = load_suite(Path(smolsight.__file__).parent / "evals" / "data" / "repetition.yaml")
+    assert len(suite) >= 40 and all(not case.media for case in suite)
+    assert {c.scenario for c in suite} == {"facts", "scenery", "accident", "simulation", "counting", "text", "measurement"}
+    assert {c.lang for c in suite if c.scenario == "facts"} == {"en", "zh"}
