@@ -302,7 +302,10 @@ def test_distinct_facts_survive(text):
     assert remove_repeated_sentences(text) == (text, 0)
 
 
-@pytest.mark.parametrize("text", [QA_RAMBLE, SCENERY_PADDED, TABLE, NUMBERED, "a, b. c, d.\n\n1. x\n2. y"])
+REPEATED_ITEM = "1. A red car parked on the street.\n2. A man walking his dog.\nStep 3. A red car parked on the street.\n"
+
+
+@pytest.mark.parametrize("text", [QA_RAMBLE, SCENERY_PADDED, TABLE, NUMBERED, REPEATED_ITEM, SCENERY, "a, b. c, d.\n\n1. x\n2. y"])
 def test_filter_fed_in_pieces_gives_what_it_gives_fed_at_once(text):
     whole = remove_repeated_sentences(text)[0]
     rng = random.Random(len(text))

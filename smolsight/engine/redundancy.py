@@ -57,6 +57,8 @@ _RULE = re.compile(r"[|:+\s]*(?:[-=*_][|:+\s]*){3,}")
 # A piece that is only a list marker ("1. ", "b) ", "Step 2. "): it belongs to the item after it.
 _MARKER = re.compile(r"\s*(?:[^\W\d_]+\s+)?(?:\d{1,3}|[A-Za-z])[.)]\s*")
 _LEADING_MARKER = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)]|#+)\s+")
+# The same, or its start, in a piece still being written ("2", "2.", "b)", "Step 2."): no content.
+_OPENING_MARKER = re.compile(r"^\s*(?:[^\W\d_]+\s+)?(?:[-*+•#]+|\d{1,3}[.)]?|[A-Za-z][.)])(?=\s|$)\s*")
 _TERMINAL_END = re.compile(r"([。！？.!?…]+)[”’」』）》\"')\]]*$")
 _CLAUSE_END = re.compile(r"[，,；;]+$")
 _MENDABLE = re.compile(r"[，,；;]*\s*$")  # what `_mend` may change at the end of a kept piece
@@ -104,16 +106,19 @@ def remove_repeated_sentences(text: str, similarity: float = 0.9) -> tuple[str, 
 
 class SentenceFilter:
     """`remove_repeated_sentences` for text that arrives a little at a time, as it is generated:
-    `feed` returns the cleaned text that can no longer change, `close` the rest. However the text
-    is cut into feeds, the result is the same.
+    `feed` returns the cleaned text that can no longer change, `close` the rest.
 
     Besides repeats, it drops templated repetition (`TEMPLATE_RUN`) and paraphrases: a piece
     whose content words (stop words aside) were all said in one earlier piece, numbers included,
     so a new colour, object, number or negation always survives.
 
-    Held back, because it may still change: the pieces from the last one with words on (it may
-    grow, gain blank lines, or be a list marker that joins the next), and the end of the last
-    kept piece (a clause mark and spacing that dropping the next piece would mend).
+    Held back, because it may still change: the piece being written while it might still turn
+    out a repeat (its content words so far were all in some earlier piece, or it could be the
+    third of a template), and the end of the last kept piece (a clause mark and spacing that
+    dropping the next piece would mend). A piece being written that has said something new can
+    no longer be dropped, so it is returned as it grows, and kept whatever follows; this makes
+    what is returned depend on how the text was cut into feeds only in that it can never take
+    text back.
     """
 
     def __init__(self, similarity: float = 0.9) -> None:
@@ -121,8 +126,10 @@ class SentenceFilter:
             raise ValueError(f"similarity must be in (0, 1], got {similarity}")
         self.history = _History(similarity)
         self.templates = _Templates()
+        self.seen: list[frozenset[str]] = []  # content words of every piece judged
         self.pending = ""  # text not judged yet; starts where a piece starts
         self.mid_line = False  # pending starts inside a line of text (not at a row or rule)
+        self.early = 0  # characters of the piece being written already returned: it is kept
         self.last = ""  # the last kept piece, whose end may still be mended
         self.last_out = 0  # characters of `last` already returned
         self.dropped_last = False
@@ -133,12 +140,12 @@ class SentenceFilter:
     @property
     def held(self) -> int:
         """Characters fed and not returned (nor dropped) yet."""
-        return len(self.pending) + len(self.last) - self.last_out
+        return len(self.pending) - self.early + len(self.last) - self.last_out
 
     @property
     def removed(self) -> int:
         """Characters dropped so far (of the text judged)."""
-        return self.fed - len(self.pending) - self.out - (len(self.last) - self.last_out)
+        return self.fed - self.out - self.held
 
     def feed(self, text: str) -> str:
         self.fed += len(text)
@@ -146,8 +153,9 @@ class SentenceFilter:
         self.pending += text
         pieces = _segments(self.pending, self.mid_line)
         words_at = [i for i, piece in enumerate(pieces) if piece.text.strip()]
-        ready = pieces[: words_at[-1]] if words_at else []
-        return self._judge(ready)
+        if not words_at:
+            return ""
+        return self._judge(pieces[: words_at[-1]]) + self._stream(pieces[words_at[-1]])
 
     def close(self) -> str:
         out = self._judge(_segments(self.pending, self.mid_line))
@@ -164,13 +172,38 @@ class SentenceFilter:
             self.dropped_last = words is not None and self.history.repeats(piece.kind, words)
             if piece.kind == "text" and not self.dropped_last:
                 self.dropped_last = self.templates.drops(piece.text, words) or self.history.paraphrases(piece.text, words)
+            if words is not None:
+                self.seen.append(_content(words))
+            if self.early:  # returned while it was written: kept
+                self.dropped_last = self.templates.dropping = False
             if self.dropped_last:
                 self.last = _mend(self.last, piece.text)
             else:
                 out += self._release(len(self.last))
-                self.last, self.last_out = piece.text, 0
+                self.last, self.last_out, self.early = piece.text, self.early, 0
             out += self._release(len(self.last) - len(_MENDABLE.search(self.last).group()))
         return out
+
+    def _stream(self, piece: _Piece) -> str:
+        """The piece being written, as far as it goes, once it can no longer be dropped."""
+        if not self.early and self._may_repeat(piece.text):
+            return ""
+        upto = len(piece.text) - len(_MENDABLE.search(piece.text).group())
+        if upto <= self.early:
+            return ""
+        out = self._release(len(self.last)) + piece.text[self.early : upto]  # `last` is final: the next piece stays
+        self.out += upto - self.early
+        self.early = upto
+        return out
+
+    def _may_repeat(self, text: str) -> bool:
+        """Whether a piece being written could still be dropped: it might become the third of a
+        template, or every content word it has so far (the last word may be unfinished) was in
+        one earlier piece — all of repeats, near repeats and paraphrases need that."""
+        if self.templates.dropping or self.templates.run >= TEMPLATE_RUN - 1:
+            return True
+        content = _content(_units(_OPENING_MARKER.sub("", text, count=1))[:-1])
+        return not content or any(content <= earlier for earlier in self.seen)
 
     def _release(self, upto: int) -> str:
         """`last` up to `upto` (never less than is out already)."""
