@@ -115,7 +115,7 @@ def test_json_array_of_identical_objects_is_cut_after_a_whole_object(engine):
     item = '{"label": "truck", "zone": "gate"}'
     kept, _, _ = guarded(engine, "[" + ", ".join([item] * 12) + "]")
     assert kept.rstrip() in ("[" + item, "[" + item + ",")
-    lines = "[\n" + "".join(f'  {{\n    "label": "truck",\n    "zone": "gate"\n  }},\n' for _ in range(10))
+    lines = "[\n" + '  {\n    "label": "truck",\n    "zone": "gate"\n  },\n' * 10
     kept, _, _ = guarded(engine, lines)
     assert kept == '[\n  {\n    "label": "truck",\n    "zone": "gate"\n  },\n'
 
