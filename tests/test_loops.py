@@ -207,3 +207,29 @@ def test_the_shipped_text_suite_loads():
     assert len(suite) >= 40 and all(not case.media for case in suite)
     assert {c.scenario for c in suite} == {"facts", "scenery", "accident", "simulation", "counting", "text", "measurement"}
     assert {c.lang for c in suite if c.scenario == "facts"} == {"en", "zh"}
+
+
+def test_server_sent_events_carry_exactly_the_answer(engine):
+    """Over HTTP: the events' text, joined, is the non-streamed answer, loops trimmed or not."""
+    import base64
+    import io
+
+    import httpx
+
+    from helpers import BackgroundServer
+    from smolsight.serve.app import create_app
+    from smolsight.serve.settings import ServerSettings
+
+    buffer = io.BytesIO()
+    picture(seed=0).save(buffer, "PNG")
+    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": "What colour is the truck?"}]}]
+    with BackgroundServer(create_app(engine, ServerSettings(max_tokens=160))) as server:
+        url = f"{server.url}/v1/chat/completions"
+        for preset in ("seed", "precise"):
+            body = {"messages": messages, "max_tokens": 120, "preset": preset}
+            answer = httpx.post(url, json=body, timeout=60).json()["choices"][0]["message"]["content"]
+            with httpx.stream("POST", url, json={**body, "stream": True}, timeout=60) as response:
+                events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+            streamed = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+            assert streamed == answer and answer
