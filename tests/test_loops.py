@@ -233,3 +233,23 @@ def test_server_sent_events_carry_exactly_the_answer(engine):
                 events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
             streamed = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
             assert streamed == answer and answer
+
+
+def test_sentences_repeating_with_varying_separators_end_the_answer():
+    """No stretch of tokens is periodic ("S. S.\\n\\nT S.\\n\\n…"), so the guard cannot see this loop;
+    the sentence filter drops every repeat and, three in a row, the answer ends."""
+    from smolsight.engine.answer import STOP_AFTER_DROPPED, AnswerText
+
+    s = "The heat equation is used to solve this equation. "
+    t = "It describes the motion of a heat source in a heat field."
+    text = f"Intro about heat. {s}{t}\n\n" + f"{s}{s}\n\n{t} {s}\n\n" * 5
+    answer, raw, out = AnswerText(DEFAULTS), "", ""
+    for char in text:
+        raw += char
+        out += answer.advance(raw, len(raw))
+        if answer.repeating:
+            out += answer.end_repeating()
+            break
+    assert answer.repeating and STOP_AFTER_DROPPED == 3
+    assert out == answer.text == f"Intro about heat. {s}{t}"
+    assert len(raw) < len(text) / 3

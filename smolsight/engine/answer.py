@@ -7,12 +7,19 @@ back until none of them can touch it: the guard says how many tokens are final (
 then stop strings and the sentence filter hold back their own tails. The concatenation of what
 `advance` and `close` return is the answer, by construction; `held_max` says how many characters
 were held back at most, at any one time.
+
+The filter also sees loops the token-level guard cannot: sentences that repeat with their
+separators varying ("S. S.\n\nS. S.\n\n…"), so no stretch of tokens is periodic. When it has
+dropped `STOP_AFTER_DROPPED` pieces in a row, the answer is `repeating` and the engine stops the
+row (finish reason `repetition`), the text ending after the last piece it kept.
 """
 
 from __future__ import annotations
 
 from .options import GenerationOptions
 from .redundancy import SentenceFilter
+
+STOP_AFTER_DROPPED = 3
 
 
 class AnswerText:
@@ -25,6 +32,15 @@ class AnswerText:
         self.space = ""  # whitespace held back: it may be the answer's end, which is stripped
         self.text = ""
         self.held_max = 0
+
+    @property
+    def repeating(self) -> bool:
+        """Whether the last STOP_AFTER_DROPPED pieces all repeated earlier text."""
+        return self.filter is not None and self.filter.dropped_run >= STOP_AFTER_DROPPED
+
+    def end_repeating(self) -> str:
+        """The rest of the answer when generation stops because it is `repeating`."""
+        return self.emit(self.filter.end_here(), last=True)
 
     @property
     def removed(self) -> int:

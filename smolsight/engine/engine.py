@@ -351,7 +351,11 @@ class RowState:
         if len(self.tokens) >= self.options.max_new_tokens:
             return self.finish("length", engine)
         final = len(self.tokens) if self.guard is None else self.guard.safe
-        return self.answer.advance(self.text, self.ends[final - 1] if final else 0)
+        piece = self.answer.advance(self.text, self.ends[final - 1] if final else 0)
+        if self.guard is not None and self.answer.repeating:
+            self.reason = "repetition"
+            piece += self.answer.end_repeating()
+        return piece
 
     def next_text(self, engine: Engine) -> str:
         """Incremental detokenisation (prefix/read offsets) so streaming costs O(1) per token,

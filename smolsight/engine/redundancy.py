@@ -133,6 +133,7 @@ class SentenceFilter:
         self.last = ""  # the last kept piece, whose end may still be mended
         self.last_out = 0  # characters of `last` already returned
         self.dropped_last = False
+        self.dropped_run = 0  # pieces with words dropped in a row, lately
         self.trailing = ""  # the text's own trailing whitespace, restored when its end is dropped
         self.fed = 0
         self.out = 0
@@ -163,6 +164,12 @@ class SentenceFilter:
             self.last = self.last.rstrip() + self.trailing
         return out + self._release(len(self.last))
 
+    def end_here(self) -> str:
+        """Close, dropping what is left of the piece being written past what was returned:
+        generation stops in the middle of it (see `AnswerText.repeating`)."""
+        self.pending = self.pending[: self.early]
+        return self.close()
+
     def _judge(self, pieces: list[_Piece]) -> str:
         out = ""
         for piece in pieces:
@@ -176,6 +183,8 @@ class SentenceFilter:
                 self.seen.append(_content(words))
             if self.early:  # returned while it was written: kept
                 self.dropped_last = self.templates.dropping = False
+            if words is not None:
+                self.dropped_run = self.dropped_run + 1 if self.dropped_last else 0
             if self.dropped_last:
                 self.last = _mend(self.last, piece.text)
             else:
