@@ -1,10 +1,12 @@
 """An independent loop detector, for judging answers without the product's own `looped` flag
 (`smolsight.engine.redundancy`), and the repetition table of docs/repetition.md built with it.
 
-A text is looped when, checked by brute force on characters, either holds:
+A text is looped when, checked by brute force on characters (runs of whitespace read as one
+space), either holds:
 - somewhere in it, one unit of 8 or more characters runs 3 or more times back to back, or a
   shorter unit 10 or more times (the last copy may be cut short);
-- one sentence or line of 6 or more characters occurs 3 or more times anywhere.
+- one sentence or line of 4 or more words (a Chinese character is a word) occurs 3 or more
+  times anywhere (so a JSON field line such as `"zone": "gate",` may recur).
 
     python3 tests/loopcheck.py RUN_DIR/results.json ...    # one column per `smolsight eval` run
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 SENTENCE_END = re.compile(r"(?<=[.!?。！？;；\n])")
 LONGEST_UNIT = 300  # characters
+WORD = re.compile(r"[\u4e00-\u9fff]|[^\W\d_]+")  # a Chinese character or a run of letters
 
 
 def copies(text: str, period: int) -> float:
@@ -40,11 +43,13 @@ def runs_in_place(text: str) -> bool:
 
 def sentence_recurs(text: str) -> bool:
     sentences = Counter(" ".join(s.split()) for s in SENTENCE_END.split(text))
-    return any(count >= 3 and len(s) >= 6 for s, count in sentences.items())
+    return any(count >= 3 and len(WORD.findall(s)) >= 4 for s, count in sentences.items())
 
 
 def looped(text: str) -> bool:
-    return runs_in_place(text) or sentence_recurs(text)
+    """Whitespace runs count as one space: indentation is not a loop, and a sentence repeating
+    with its separators varying (" " or a blank line) still is one."""
+    return runs_in_place(" ".join(text.split())) or sentence_recurs(text)
 
 
 def run_row(path: str) -> list[str]:

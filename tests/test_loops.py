@@ -253,3 +253,22 @@ def test_sentences_repeating_with_varying_separators_end_the_answer():
     assert answer.repeating and STOP_AFTER_DROPPED == 3
     assert out == answer.text == f"Intro about heat. {s}{t}"
     assert len(raw) < len(text) / 3
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The answer is 3. " + "Japanese-style " * 10 + "screens.", True),
+        ("开头。" + "这使得花朵显得更加美丽。" * 3, True),
+        ("中国的首都是哪里？？" + "－" * 30 + "！" * 5 + "\ufffd", True),
+        ("S one is here. S one is here.\n\nS one is here. Done.", True),
+        (LEGIT["numbered list"], False),
+        (LEGIT["table"], False),
+        (LEGIT["json, similar objects"], False),
+        ("He laughed, ha ha ha ha, and left. def f():\n        return 1\n", False),
+    ],
+)
+def test_independent_loop_detector(text, expected):
+    from loopcheck import looped
+
+    assert looped(text) is expected
