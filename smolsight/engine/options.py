@@ -1,8 +1,9 @@
 """Generation options: one typed object, and presets that are named instances of it.
 
 The field report ran greedy decoding with max_new_tokens=5000 and no repetition settings; four
-of seven answers were spoiled by repeated text. `precise` is the default that fixes that;
-`seed` keeps the report's settings for comparison.
+of seven answers were spoiled by repeated text. `precise` is the default that fixes that (chosen
+by measurement on a real language model, docs/repetition.md); `seed` keeps the report's settings
+for comparison.
 """
 
 from __future__ import annotations
@@ -75,7 +76,10 @@ class GenerationOptions:
 
 
 PRESETS: dict[str, GenerationOptions] = {
-    "precise": GenerationOptions(repetition_penalty=1.1, max_new_tokens=512),
+    # Measured on a real language model (docs/repetition.md): penalising the prompt's tokens as
+    # transformers does cost facts ("How many days are there in a week?" cannot say "days"), so
+    # the default penalises generated tokens only.
+    "precise": GenerationOptions(repetition_penalty=1.1, penalize_prompt=False, max_new_tokens=512),
     "seed": GenerationOptions(max_new_tokens=5000, loop_guard=False, dedupe_sentences=False),
     "creative": GenerationOptions(temperature=0.7, top_p=0.9, repetition_penalty=1.05, max_new_tokens=512),
 }
