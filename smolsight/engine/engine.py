@@ -28,7 +28,8 @@ from .loading import DEFAULT_MODEL, choose_runtime, load_model
 from .media import DEFAULT_MAX_PIXELS, MediaInput, Video, is_video, load_image, load_video
 from .options import GenerationOptions, resolve_options
 from .prompts import Message, chat_text, images_of, validate, video_of
-from .redundancy import remove_repeated_sentences, repetition_metrics
+from .answer import AnswerText
+from .redundancy import repetition_metrics
 
 VISION_CACHE_SIZE = 32
 
@@ -78,7 +79,8 @@ class Result:
     attn: str
     row: int = 0
     raw_text: str = ""  # before loop trimming and sentence de-duplication
-    removed_chars: int = 0
+    removed_chars: int = 0  # by sentence de-duplication
+    held_back_chars: int = 0  # most characters generated but not yet streamed, at any one time
     metrics: dict = field(default_factory=dict)
     ocr: list[dict] | None = None  # the lines OCR read, when the request asked for OCR
 
@@ -291,10 +293,10 @@ class Engine:
                 if row.done:
                     continue
                 piece = row.push(token, self)
+                if not row.done and cancelled(row.index):
+                    piece += row.finish("cancelled", self)
                 if piece:
                     yield Chunk(row.index, piece)
-                if not row.done and cancelled(row.index):
-                    row.finish("cancelled")
                 if row.done:
                     yield self.finish(row, ttft, start)
             if all(row.done for row in rows):
@@ -312,14 +314,7 @@ class Engine:
         return [(indices, decoding.TokenChooser(options, prompt_ids[indices], vocab)) for options, indices in groups.items()]
 
     def finish(self, row: "RowState", ttft: float, start: float) -> Result:
-        raw = self.decode(row.tokens)
-        text = self.decode(row.tokens[: row.keep]) if row.keep is not None else raw
-        if row.stop_at is not None:
-            text = text[: row.stop_at]
-        removed = 0
-        if row.options.dedupe_sentences:
-            text, removed = remove_repeated_sentences(text)
-        text = text.strip()
+        text = row.answer.text
         return Result(
             text=text,
             finish_reason=row.reason,
@@ -328,8 +323,9 @@ class Engine:
             ttft_s=round(ttft, 4),
             total_s=round(time.perf_counter() - start, 4),
             row=row.index,
-            raw_text=raw,
-            removed_chars=removed,
+            raw_text=self.decode(row.tokens),
+            removed_chars=row.answer.removed,
+            held_back_chars=row.answer.held_max,
             metrics=repetition_metrics(text).to_dict(),  # of the answer returned; raw_text keeps the rest
             **self.runtime,
         )
@@ -339,7 +335,7 @@ class Engine:
 
 
 class RowState:
-    """What one row of a batch has generated and why it stopped."""
+    """What one row of a batch has generated, what of it is answer text, and why it stopped."""
 
     def __init__(self, index: int, options: GenerationOptions, input_tokens: int, layout) -> None:
         self.index = index
@@ -347,12 +343,12 @@ class RowState:
         self.input_tokens = input_tokens
         self.tokens: list[int] = []
         self.guard = decoding.make_guard(options, layout)
+        self.answer = AnswerText(options)
         self.reason = ""
-        self.keep: int | None = None
-        self.stop_at: int | None = None
         self.prefix_offset = 0
         self.read_offset = 0
-        self.text = ""
+        self.text = ""  # decoded text of the tokens so far (but an incomplete last character)
+        self.ends: list[int] = []  # ends[i]: len(text) once token i was decoded
 
     @property
     def done(self) -> bool:
@@ -362,31 +358,36 @@ class RowState:
     def pending_min(self) -> bool:
         return len(self.tokens) < self.options.min_new_tokens
 
-    def finish(self, reason: str) -> None:
+    def finish(self, reason: str, engine: Engine, end: int | None = None) -> str:
+        """Stop the row; return the rest of its answer, the raw text ending at character `end`
+        (default: all that was generated)."""
         self.reason = reason
+        if end is None:
+            self.text += self.rest(engine)
+            end = len(self.text)
+        return self.answer.close(self.text, end)
 
     def push(self, token: int, engine: Engine) -> str:
-        """Record a token; return newly printable text; decide whether the row is done."""
+        """Record a token; return newly final answer text; decide whether the row is done."""
         if token in engine.eos_ids and not self.pending_min:
-            self.finish("stop")
-            return ""
+            return self.finish("stop", engine)
         self.tokens.append(token)
-        if self.guard is not None:
-            hit = self.guard.push(token)
-            if hit is not None:
-                self.keep = hit.keep
-                self.finish("repetition")
-                return ""
-        piece = self.next_text(engine)
-        if self.options.stop:
-            self.text += piece
-            at = decoding.find_stop(self.text, self.options.stop)
-            if at is not None:
-                self.stop_at = at
-                self.finish("stop")
-                return piece[: max(0, at - (len(self.text) - len(piece)))]
+        hit = self.guard.push(token) if self.guard is not None else None
+        self.text += self.next_text(engine)
+        self.ends.append(len(self.text))
+        if hit is not None:
+            keep = decoding.clean_cut(self.tokens, hit, engine.decode)
+            return self.finish("repetition", engine, self.ends[keep - 1])
+        at = decoding.find_stop(self.text, self.options.stop) if self.options.stop else None
+        if at is not None:
+            return self.finish("stop", engine, at)
         if len(self.tokens) >= self.options.max_new_tokens:
-            self.finish("length")
+            return self.finish("length", engine)
+        final = len(self.tokens) if self.guard is None else self.guard.safe
+        piece = self.answer.advance(self.text, self.ends[final - 1] if final else 0)
+        if self.guard is not None and self.answer.repeating:
+            self.reason = "repetition"
+            piece += self.answer.end_repeating()
         return piece
 
     def next_text(self, engine: Engine) -> str:
@@ -399,4 +400,7 @@ class RowState:
             return after[len(before) :]
         return ""
 
-
+    def rest(self, engine: Engine) -> str:
+        """What `next_text` still holds back (an incomplete character at the very end)."""
+        before = engine.decode(self.tokens[self.prefix_offset : self.read_offset])
+        return engine.decode(self.tokens[self.prefix_offset :])[len(before) :]

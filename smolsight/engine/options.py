@@ -1,8 +1,9 @@
 """Generation options: one typed object, and presets that are named instances of it.
 
 The field report ran greedy decoding with max_new_tokens=5000 and no repetition settings; four
-of seven answers were spoiled by repeated text. `precise` is the default that fixes that;
-`seed` keeps the report's settings for comparison.
+of seven answers were spoiled by repeated text. `precise` is the default that fixes that (chosen
+by measurement on a real language model, docs/repetition.md); `seed` keeps the report's settings
+for comparison.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class GenerationOptions:
     top_p: float = 1.0
     top_k: int = 0  # 0 means off
     repetition_penalty: float = 1.0
+    penalize_prompt: bool = True  # repetition_penalty on the prompt's tokens too, as transformers does
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     no_repeat_ngram_size: int = 0
@@ -27,7 +29,7 @@ class GenerationOptions:
     seed: int | None = None
     loop_guard: bool = True
     guard_repeats: int = 4  # K: times a unit must occur in a row at the tail
-    guard_window: int = 64  # longest period (in tokens) the guard looks for
+    guard_window: int = 512  # longest period (in tokens) the guard looks for: a paragraph
     guard_min_tokens: int = 24  # short units must also span this many tokens ("ha ha ha" survives); layout units 4x
     dedupe_sentences: bool = True
 
@@ -74,7 +76,10 @@ class GenerationOptions:
 
 
 PRESETS: dict[str, GenerationOptions] = {
-    "precise": GenerationOptions(repetition_penalty=1.1, max_new_tokens=512),
+    # Measured on a real language model (docs/repetition.md): penalising the prompt's tokens as
+    # transformers does cost facts ("How many days are there in a week?" cannot say "days"), so
+    # the default penalises generated tokens only.
+    "precise": GenerationOptions(repetition_penalty=1.1, penalize_prompt=False, max_new_tokens=512),
     "seed": GenerationOptions(max_new_tokens=5000, loop_guard=False, dedupe_sentences=False),
     "creative": GenerationOptions(temperature=0.7, top_p=0.9, repetition_penalty=1.05, max_new_tokens=512),
 }

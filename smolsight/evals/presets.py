@@ -81,6 +81,7 @@ def columns_table(columns: list[Column]) -> str:
         ("tokens/s", [f"{c.result.tokens_per_s:.1f}" for c in columns]),
         ("finish reason", [c.result.finish_reason for c in columns]),
         ("removed chars", [str(c.result.removed_chars) for c in columns]),
+        ("held back chars", [str(c.result.held_back_chars) for c in columns]),
         *((metric, [show(c.result.metrics.get(metric)) for c in columns]) for metric in METRIC_ROWS),
     ]
     names = [c.name for c in columns]

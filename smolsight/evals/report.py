@@ -65,6 +65,8 @@ def thumbnails(media: list[str]) -> list[str]:
 
 def media_cell(media: list[str]) -> str:
     """Thumbnails, or a note saying why there are none (media moved since the run, say)."""
+    if not media:
+        return '<td class="media"><span class="small">text only</span></td>'
     try:
         images = "".join(f'<img src="{uri}" alt="{escape(Path(media[0]).name)}">' for uri in thumbnails(media))
     except (SmolsightError, OSError) as exc:

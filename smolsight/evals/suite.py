@@ -46,7 +46,9 @@ cases:
 
 What `expected` holds depends on `answer_type`: a number (number); a string or list of
 accepted strings (text, anls); a list of keywords (contains_all, contains_none); one of
-`choices` (choice); a direction (trend); nothing (free). `task` defaults from the scenario
+`choices` (choice); a direction (trend); nothing (free). A case without `media` is text-only:
+its prompt is asked alone (language-only measurements, such as repetition on a real language
+model: `smolsight/evals/data/repetition.yaml`). `task` defaults from the scenario
 (scenery→describe, accident→accident, simulation→trend, counting→count, text→read,
 measurement→measure); a case with neither a known task nor a prompt is an error. `meta` holds
 anything else about a case (ground truth details such as object positions); scorers ignore it.
@@ -108,7 +110,7 @@ class Case(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
     scenario: str
-    media: list[Path]
+    media: list[Path] = Field(default_factory=list)  # none: a text-only case, the question alone
     prompt: str | None = None
     lang: Literal["zh", "en"] = "zh"
     task: str | None = None
@@ -123,7 +125,7 @@ class Case(BaseModel):
 
     @property
     def is_video(self) -> bool:
-        return self.media[0].suffix.lower() in VIDEO_SUFFIXES
+        return bool(self.media) and self.media[0].suffix.lower() in VIDEO_SUFFIXES
 
     @field_validator("id", mode="before")
     @classmethod
@@ -140,8 +142,6 @@ class Case(BaseModel):
     def _media_files(cls, paths: list[Path], info: ValidationInfo) -> list[Path]:
         """Resolve against the suite file's directory; every file must exist, a video alone."""
         root = (info.context or {}).get("root", Path.cwd())
-        if not paths:
-            raise ValueError("no media")
         resolved = [p if p.is_absolute() else root / p for p in paths]
         for path in resolved:
             if path.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
