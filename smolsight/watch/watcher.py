@@ -164,6 +164,7 @@ class Watcher:
                         self.metrics.source_up.labels(source=name).set(1)
                     wait = BACKOFF_S[0]
                     self.hand_over(watch, frame)
+                self.taken(watch)
                 problem = "the stream ended"
             except SmolsightError as exc:
                 problem = str(exc)
@@ -183,6 +184,13 @@ class Watcher:
             wait = min(wait * 2, BACKOFF_S[1])
         with self.ready:
             self.ready.notify_all()
+
+    def taken(self, watch: SourceWatch) -> None:
+        """Wait until the last frame handed over has been taken (and counted), so a source that
+        ended has had every frame seen."""
+        with self.ready:
+            while watch.pending is not None and not self.stop_event.is_set():
+                self.ready.wait(0.5)
 
     def set_status(self, watch: SourceWatch, status: str, error: str) -> None:
         watch.status, watch.error = status, error
@@ -221,6 +229,7 @@ class Watcher:
                 if ready:
                     for watch, _ in ready:
                         watch.pending = None
+                        watch.counts["seen"] += 1  # under the lock: counted before its reader can say it ended
                     self.ready.notify_all()
                     return ready
                 if all(not t.is_alive() for t in self.threads):
@@ -231,7 +240,6 @@ class Watcher:
     def questions(self, watch: SourceWatch, frame: Frame) -> list[Question]:
         name = watch.spec.name
         watch.last_frame = frame
-        watch.counts["seen"] += 1
         self.metrics.frames_seen.labels(source=name).inc()
         changed = watch.gate.check(frame.image)
         due = [rule for rule in watch.spec.rules if watch.due(rule, frame.t, changed)]
