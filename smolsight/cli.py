@@ -25,6 +25,11 @@ PROMPT_PENALTY = click.option("--prompt-penalty/--no-prompt-penalty", "penalize_
                               help="repetition_penalty on the prompt's tokens too (transformers' way) or on generated ones only.")
 
 
+def stacked(decorators: list, command):
+    """`command` with the option decorators applied, the first listed shown first in --help."""
+    return functools.reduce(lambda cmd, decorate: decorate(cmd), reversed(decorators), command)
+
+
 def model_options(command):
     """--model/--device/--dtype/--attn/--adapter/--quiet/--verbose, shared by every command that loads a model."""
     decorators = [
@@ -39,7 +44,7 @@ def model_options(command):
         click.option("-q", "--quiet", is_flag=True, help="No progress output."),
         click.option("-v", "--verbose", is_flag=True, help="Print the device, dtype and attention chosen, and loading progress bars."),
     ]  # fmt: skip
-    return functools.reduce(lambda cmd, decorate: decorate(cmd), reversed(decorators), command)
+    return stacked(decorators, command)
 
 
 def generation_options(command):
@@ -72,7 +77,7 @@ def generation_options(command):
                      help="Read the text in the media with OCR and give the lines to the model (pip install 'smolsight[ocr]')."),
         click.option("--ocr-answer", "ocr", flag_value="answer", help="Answer with the text OCR reads; nothing is generated."),
     ]  # fmt: skip
-    return functools.reduce(lambda cmd, decorate: decorate(cmd), reversed(decorators), command)
+    return stacked(decorators, command)
 
 
 def split_generation(kwargs: dict) -> tuple[str, dict, dict]:
@@ -132,6 +137,8 @@ def ask_arguments(args: tuple[str, ...], prompt: str | None, task: str | None = 
     to the model as the question."""
     from .engine.media import looks_like_media
 
+    if lang and not task:
+        raise SmolsightError("--lang sets the language of --task's words; give --task too")
     media = list(args)
     if prompt is None and media and not looks_like_media(media[-1]):
         prompt = media.pop()
@@ -210,7 +217,7 @@ def ray_options(command):
         click.option("--cpus-per-actor", type=float, default=1.0, show_default=True, help="CPUs each actor holds (and its torch threads)."),
         click.option("--gpus-per-actor", type=float, default=0.0, show_default=True, help="GPUs each actor holds."),
     ]  # fmt: skip
-    return functools.reduce(lambda cmd, decorate: decorate(cmd), reversed(decorators), command)
+    return stacked(decorators, command)
 
 
 def actor_pool(kwargs: dict, batch_size: int):

@@ -112,6 +112,7 @@ def test_bad_option_value(tiny_checkpoint, image_file):
         (["IMAGE", "http://127.0.0.1:9/cam.jpg"], "no question given (http://127.0.0.1:9/cam.jpg is media"),
         (["IMAGE", "missing.mp4"], "no question given (missing.mp4 is media"),
         ([], "nothing to ask"),
+        (["IMAGE", "How many?", "--lang", "zh"], "--lang sets the language of --task's words; give --task too"),
     ],
 )
 def test_ask_without_a_question_is_refused_before_the_model_loads(image_file, tmp_path, args, words):

@@ -303,3 +303,10 @@ def test_a_bad_ocr_value_is_named(tmp_path):
         {"name": "r", "ask": "Hot?", "on_change": True, "ocr": "yes"}]}])  # fmt: skip
     with pytest.raises(SmolsightError, match="ocr: must be true, prompt or answer, not 'yes'"):
         checked_config(str(rules))
+
+
+def test_an_unknown_preset_is_refused_by_check(tmp_path):
+    rules = write_rules(tmp_path / "rules.yaml", [{"name": "cam", "url": str(tmp_path), "rules": [
+        {"name": "r", "ask": "Hot?", "on_change": True}]}], preset="fastest")  # fmt: skip
+    run = cli("watch", str(rules), "--check")
+    assert run.returncode == 1 and "preset: must be one of precise, seed, creative, not 'fastest'" in run.stderr

@@ -26,7 +26,7 @@ from ..errors import MediaError
 from .fastpaths import FastPaths
 from .loading import DEFAULT_MODEL, choose_runtime, load_model
 from .media import DEFAULT_MAX_PIXELS, MediaInput, Video, is_video, load_image, load_video
-from .options import GenerationOptions, resolve_options
+from .options import PROCESSING_SETTINGS, GenerationOptions, resolve_options
 from .prompts import Message, chat_text, images_of, validate, video_of
 from .answer import AnswerText
 from .redundancy import repetition_metrics
@@ -150,7 +150,7 @@ class Engine:
         yield from self.stream_batch([self.request(media, prompt, preset, **options)])
 
     def request(self, media, prompt: str, preset: str | None = None, **options) -> Request:
-        settings = {k: options.pop(k) for k in ("image_size", "split", "video_fps", "max_frames", "max_pixels", "ocr") if k in options}
+        settings = {k: options.pop(k) for k in PROCESSING_SETTINGS if k in options}
         return Request.simple(media, prompt, options=resolve_options(preset, **options), **settings)
 
     def ask_batch(self, requests: list[Request]) -> list[Result]:

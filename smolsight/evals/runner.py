@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..engine.batches import Backend, answer_isolated, error_detail, request_or_error
-from ..engine.options import DEFAULT_PRESET, GenerationOptions, resolve_options
+from ..engine.options import DEFAULT_PRESET, PROCESSING_SETTINGS, GenerationOptions, resolve_options
 from ..engine.redundancy import repetition_metrics
 from ..errors import SmolsightError
 from ..tasks import STYLES
@@ -44,7 +44,6 @@ from .suite import Case, Suite, case_prompt, select_cases
 if TYPE_CHECKING:  # the engine (and torch) load only when a run starts: compare and synth stay quick
     from ..engine import Result
 
-SETTINGS = ("image_size", "split", "video_fps", "max_frames", "ocr")
 
 
 def run_suite(
@@ -64,9 +63,10 @@ def run_suite(
     """Answer and score every selected case, `batch_size` cases per `ask_batch` call.
 
     `overrides` are decoding knobs (see `GenerationOptions`) and processing settings
-    (image_size, split, video_fps, max_frames). A case whose media cannot be read, or a batch
-    the backend rejects, is recorded as an error and the run goes on. With `loops_fail`, a
-    looped answer to a scored case fails (see the module docstring)."""
+    (`PROCESSING_SETTINGS`: image_size, split, video_fps, max_frames, max_pixels, ocr). A case
+    whose media cannot be read, or a batch the backend rejects, is recorded as an error and the
+    run goes on. With `loops_fail`, a looped answer to a scored case fails (see the module
+    docstring)."""
     plan = plan_run(suite, preset, prompt_style, batch_size, limit, scenarios, loops_fail, **overrides)
     runtime = dict(getattr(engine, "runtime", {}) or {"model": type(engine).__name__})
     results: list[CaseResult] = []
@@ -121,7 +121,7 @@ def plan_run(suite: Suite, preset: str | None = None, prompt_style: str = "short
         raise SmolsightError(f"unknown prompt style {prompt_style!r}; choose one of {', '.join(STYLES)}")
     if batch_size < 1:
         raise SmolsightError("batch size must be at least 1")
-    settings = {k: overrides.pop(k) for k in SETTINGS if k in overrides}
+    settings = {k: overrides.pop(k) for k in PROCESSING_SETTINGS if k in overrides}
     options = resolve_options(preset, **overrides)
     cases = select_cases(suite, scenarios, limit)
     return RunPlan(suite, cases, prompt_style, preset or DEFAULT_PRESET, options, settings, batch_size,

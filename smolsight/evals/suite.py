@@ -34,7 +34,7 @@ cases:
     scenario: simulation
     media: [images/field.png]
     answer_type: trend
-    expected: right_hotter        # see smolsight.scoring.DIRECTIONS
+    expected: right_hotter        # see smolsight.evals.scoring.DIRECTIONS
   - id: valve
     scenario: text
     media: [images/valve.jpg]

@@ -765,7 +765,7 @@ def write_synthetic_suite(out_dir: str | Path, seed: int = 0, per_scenario: int 
     suite = {
         "name": "synthetic",
         "description": "Drawn stand-ins for the field report's six scenarios, ground truth known by construction.",
-        "meta": {"generator": "smolsight.synth", "seed": seed, "per_scenario": per_scenario},
+        "meta": {"generator": "smolsight.evals.synth", "seed": seed, "per_scenario": per_scenario},
         "cases": cases,
     }
     path = out / "suite.yaml"

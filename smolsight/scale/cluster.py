@@ -22,7 +22,7 @@ class ActorResources:
 
     def __post_init__(self) -> None:
         if self.cpus <= 0 or self.gpus < 0:
-            raise SmolsightError("--cpus-per-actor must be > 0 and --gpus-per-actor >= 0")
+            raise SmolsightError(f"each Ray actor or replica needs CPUs > 0 and GPUs >= 0, not {self.cpus:g} and {self.gpus:g}")
 
     def ray_options(self) -> dict:
         return {"num_cpus": self.cpus, "num_gpus": self.gpus}

@@ -9,7 +9,7 @@ relative to the file and go with the first user turn (images, or one video):
         {"role": "assistant", "content": "37"}]}
 
 `id` is optional; a `system` turn may come first; user and assistant turns alternate and the
-last one is the assistant's. An evaluation suite (see `smolsight.suite`) is read as is: each
+last one is the assistant's. An evaluation suite (see `smolsight.evals.suite`) is read as is: each
 case's prompt (its own, or its task's prompt in the chosen style) and expected answer become one
 user/assistant turn. Numbers become their text ("37", "14.7"); text, anls and choice cases give
 their (first) expected string, contains_all cases their keywords and trend cases a sentence
@@ -207,7 +207,7 @@ def answer_text(case: Case) -> str | None:
 
 
 def trend_sentence(direction: str, lang: str) -> str:
-    """A direction of `smolsight.scoring` (left_hotter, moves_up …) said in one sentence."""
+    """A direction of `smolsight.evals.scoring` (left_hotter, moves_up …) said in one sentence."""
     from ..evals.scoring import canonical_direction
 
     canonical = canonical_direction(direction)

@@ -6,12 +6,12 @@ The vision encoder and connector stay frozen unless asked for (`train_connector`
 `train_vision`); trained ones are saved whole inside the adapter (peft's modules_to_save), so an
 adapter directory is all `Engine.load(adapter=...)` needs.
 
-Training reads examples through `smolsight.dataset`, which builds prompts by the inference path;
+Training reads examples through `smolsight.train.dataset`, which builds prompts by the inference path;
 the loss covers answer tokens only. Each epoch ends with a checkpoint under
 ADAPTER_DIR/checkpoints/epoch-N (adapter, optimizer, losses), and `resume` continues from the
 last one. Shuffling and dropout are seeded per epoch, so an interrupted and resumed run trains
 exactly as an uninterrupted one. A held-out split or a given suite is evaluated before and after
-with `smolsight.evaluate`, and the comparison is written as `smolsight eval --compare` writes it.
+with `smolsight.evals.runner`, and the comparison is written as `smolsight eval --compare` writes it.
 """
 
 from __future__ import annotations

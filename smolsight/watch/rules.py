@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from ..engine.fetch import UrlPolicy
+from ..engine.options import PRESETS
 from ..errors import SmolsightError
 
 ANSWER_TYPES = ("yes_no", "number", "choice", "text")
@@ -39,7 +40,7 @@ class Rule:
     name: str
     ask: str
     answer: str  # one of ANSWER_TYPES
-    every_s: float | None  # ask at most this often; None: only on change
+    every_s: float | None  # ask at least this often; None: only on change
     on_change: bool  # ask when the frame changed past the gate
     alert_when: tuple[str, ...] | str | None  # yes/no; a threshold like "> 3"; choices; words
     choices: tuple[str, ...] = ()
@@ -233,6 +234,8 @@ def load_rules(path: str | Path) -> WatchConfig:
     outputs.done()
     urls = read_urls(top.child("urls"))
     preset = top.get("preset", str, "precise")
+    if preset not in PRESETS:
+        top.fail("preset", f"must be one of {', '.join(PRESETS)}, not {preset!r}")
     top.done()
     return WatchConfig(file, sources, out_dir, webhook, mqtt, urls, preset)
 

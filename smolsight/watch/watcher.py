@@ -12,7 +12,6 @@ and turns answers into event decisions, which are written to the log before anyt
 from __future__ import annotations
 
 import re
-import sys
 import threading
 import time
 import traceback
@@ -22,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from ..console import log
+from ..engine.batches import answer_isolated
 from ..errors import SmolsightError
 from .answers import read_answer
 from .events import CLOSE, OPEN, QUIET, UPDATE, EventTracker
@@ -32,7 +33,7 @@ from .sources import Frame, Source, open_source, redact
 
 if TYPE_CHECKING:
     from ..engine import Request, Result
-    from ..evals.runner import Backend
+    from ..engine.batches import Backend
 
 BACKOFF_S = (1.0, 30.0)  # first and longest wait before reconnecting a live source
 RECENT_ALERTS = 20
@@ -179,7 +180,7 @@ class Watcher:
                 break
             self.metrics.errors.labels(source=name, kind="source").inc()
             self.set_status(watch, "reconnecting", f"{problem}; retrying in {wait:g} s")
-            print(f"watch: source {name!r} ({redact(watch.spec.url)}): {problem}; retrying in {wait:g} s", file=sys.stderr, flush=True)
+            log(f"watch: source {name!r} ({redact(watch.spec.url)}): {problem}; retrying in {wait:g} s")
             self.stop_event.wait(wait)
             wait = min(wait * 2, BACKOFF_S[1])
         with self.ready:
@@ -271,16 +272,8 @@ class Watcher:
         return Request.simple(question.image, rule.prompt, options=options, image_size=spec.image_size, split=spec.split, ocr=rule.ocr)
 
     def outcomes(self, requests: list[Request]) -> list[Result | Exception]:
-        """Results in order; a batch that fails is retried one request at a time, so one bad
-        question costs only its own answer."""
-        try:
-            return list(self.backend.ask_batch(requests))
-        except Exception as exc:  # noqa: BLE001 - recorded as an error event, watching goes on
-            if len(requests) == 1:
-                if not isinstance(exc, SmolsightError):
-                    traceback.print_exc()
-                return [exc]
-            return [outcome for request in requests for outcome in self.outcomes([request])]
+        """Results in order; one bad question costs only its own answer (an error record)."""
+        return answer_isolated(self.backend, requests)
 
     # ---- deciding --------------------------------------------------------------------------
 
