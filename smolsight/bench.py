@@ -269,10 +269,16 @@ def run_bench(
     image_size: int | None,
     repeats: int,
     quiet: bool = False,
+    ocr: bool = False,
 ) -> dict:
-    """Load both paths, warm each up, run them interleaved `repeats` times; return the report."""
+    """Load both paths, warm each up, run them interleaved `repeats` times; return the report.
+    With `ocr`, also time the OCR model reading the picture (uncached), `repeats` times."""
     if batch < 1 or tokens < 2 or repeats < 1:
         raise SmolsightError("--batch and --repeats must be at least 1 and --tokens at least 2")
+    if ocr:
+        from .engine.ocr import engine_name, reader
+
+        reader(engine_name())  # a missing OCR extra fails here, before minutes of timing
     load_before = [round(x, 2) for x in os.getloadavg()]
     source = resolve_model(model)
     picture = load_image(image) if image else bench_image()
@@ -302,8 +308,26 @@ def run_bench(
             log(f"[{repeat + 1}/{repeats}] {name}: first token {run.ttft_s:.2f} s, "
                      f"{run.decode_tokens_per_s():.1f} tokens/s, {run.total_s:.2f} s end to end", quiet)  # fmt: skip
     report = make_report(inputs, engine, [report for _, report in reports.values()], repeats)
+    if ocr:
+        report["ocr"] = ocr_cost(picture, repeats, quiet)
     report["machine"]["load_average_before"] = load_before  # 1, 5, 15 minutes; "load_average" is after
     return report
+
+
+def ocr_cost(picture: Image.Image, repeats: int, quiet: bool) -> dict:
+    """Seconds the OCR model takes to read the picture, uncached: the cost `--ocr` adds per image
+    (after one warm-up read that loads the model)."""
+    from .engine import ocr
+
+    engine = ocr.engine_name()
+    log(f"Timing OCR ({engine})…", quiet)
+    lines = ocr.read_image(picture, engine, cached=False)
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ocr.read_image(picture, engine, cached=False)
+        runs.append(round(time.perf_counter() - start, 4))
+    return {"engine": engine, "seconds_per_image": round(statistics.median(runs), 4), "runs": runs, "lines": len(lines)}
 
 
 def read_files(source: str) -> None:
@@ -410,6 +434,9 @@ def format_report(report: dict) -> str:
     speedup = report["speedup"]
     lines += ["", f"smolsight vs the seed path: {relative(speedup['end_to_end'])} end to end, "
                   f"{relative(speedup['ttft'])} to the first token, {relative(speedup['decode'])} decoding"]  # fmt: skip
+    if "ocr" in report:
+        cost = report["ocr"]
+        lines.append(f"OCR ({cost['engine']}): {cost['seconds_per_image']:.2f} s per image, median of {len(cost['runs'])}, {cost['lines']} lines read")
     return "\n".join(lines)
 
 

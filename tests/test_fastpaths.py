@@ -200,7 +200,7 @@ def test_fast_path_spec_parsing():
 def test_bench_runs_both_paths_on_the_same_inputs(tiny_checkpoint, tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(
-        main, ["bench", "--model", tiny_checkpoint, "--tokens", "3", "--repeats", "1", "--batch", "2", "-o", str(out)]
+        main, ["bench", "--model", tiny_checkpoint, "--tokens", "3", "--repeats", "1", "--batch", "2", "-o", str(out), "--ocr"]
     )
     assert result.exit_code == 0, result.output
     assert "smolsight vs the seed path:" in result.output and "time to first token" in result.output
@@ -212,6 +212,9 @@ def test_bench_runs_both_paths_on_the_same_inputs(tiny_checkpoint, tmp_path):
     assert seed["output_tokens"] == smol["output_tokens"] == 3
     assert len(seed["runs"]) == len(smol["runs"]) == 1
     assert report["speedup"]["end_to_end"] == pytest.approx(seed["end_to_end_s"] / smol["end_to_end_s"], rel=0.01)
+    cost = report["ocr"]  # the bench picture has no text: the reading's cost, not its lines
+    assert cost["engine"] == "rapidocr" and cost["seconds_per_image"] > 0 and len(cost["runs"]) == 1
+    assert f"OCR (rapidocr): {cost['seconds_per_image']:.2f} s per image" in result.output
 
 
 @pytest.mark.parametrize("ratio, words", [(2.8, "2.80x faster"), (1.0, "1.00x faster"), (0.17, "5.88x slower"), (0.5, "2.00x slower")])
