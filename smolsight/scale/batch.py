@@ -22,6 +22,7 @@ from ..engine.batches import Backend, answer_isolated, error_detail, request_or_
 from ..engine.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ..engine.options import GenerationOptions
 from ..errors import SmolsightError
+from ..evals.suite import jsonl_lines
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,8 @@ def folder_items(folder: Path, prompt: str | None) -> list[Item]:
 
 def jsonl_items(file: Path, prompt: str | None) -> list[Item]:
     items, seen = [], {}
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, entry in jsonl_lines(file, file.read_text(encoding="utf-8"), BatchInputError):
         where = f"{file}:{number}"
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BatchInputError(f"{where}: not valid JSON ({exc.msg})") from None
         item = jsonl_item(entry, file.parent, prompt, where, number)
         if item.id in seen:
             raise BatchInputError(f"{where}: duplicate id {item.id!r}, first used on line {seen[item.id]}")
