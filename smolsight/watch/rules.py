@@ -17,6 +17,7 @@ import yaml
 from ..engine.fetch import UrlPolicy
 from ..engine.options import PRESETS
 from ..errors import SmolsightError
+from ..evals.suite import yaml_problem
 
 ANSWER_TYPES = ("yes_no", "number", "choice", "text")
 COMPARISONS = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__, "==": float.__eq__, "!=": float.__ne__}
@@ -216,9 +217,7 @@ def load_rules(path: str | Path) -> WatchConfig:
     try:
         data = yaml.load(text, Loader=LineLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}" if mark else str(file)
-        raise RulesError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+        raise RulesError(yaml_problem(file, exc)) from None
     top = Fields(file, data if data is not None else Mapping(), "", 1)
     sources = tuple(read_source(file, item, where, line) for item, where, line in top.items("sources"))
     names = [s.name for s in sources]
