@@ -288,8 +288,9 @@ def batch(source: str, out: str, prompt: str | None, batch_size: int, use_ray: b
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all).")
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--served-model-name", default=None, help="Model id in /v1/models and requests (default: the --model value).")
-@click.option("--max-batch-size", type=int, default=8, show_default=True, help="Most requests generated together.")
-@click.option("--batch-window-ms", type=float, default=20, show_default=True, help="How long a batch waits for more requests.")
+@click.option("--max-batch-size", type=int, default=8, show_default=True, help="Most requests decoded together.")
+@click.option("--prefill-chunk", type=int, default=512, show_default=True,
+              help="Prompt tokens prefilled between two decode steps (smaller: steadier streams while others join).")
 @click.option("--max-queue", type=int, default=64, show_default=True, help="Waiting requests before new ones get 429.")
 @click.option("--max-body-mb", type=float, default=20, show_default=True, help="Largest request body (and fetched URL).")
 @click.option("--max-image-pixels", type=int, default=4096 * 4096, show_default=True, help="Largest image, width x height.")
@@ -486,7 +487,7 @@ def merge_adapter_command(model: str, adapter: str, out: str, dtype: str | None,
 @main.command()
 @model_options
 @click.option("--fast", default=None, envvar="SMOLSIGHT_FAST",
-              help="smolsight's fast paths: default, none, or e.g. int8,static_cache,decode_threads=1.")
+              help="smolsight's fast paths: default, none, or e.g. int8,decode_threads=1.")
 @click.option("--image", default=None, help="Image to use [default: a generated 800x600 scene].")
 @click.option("--prompt", default=None, help="Question [default: the field report's].")
 @click.option("--batch", type=int, default=1, show_default=True, help="Answers generated together (distinct images).")

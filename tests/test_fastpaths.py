@@ -61,7 +61,7 @@ def leading_agreement(reference: str, other: str) -> float:
 
 
 @pytest.mark.parametrize("preset", ["seed", "precise"])
-@pytest.mark.parametrize("spec", ["static_cache", "decode_threads=1", "static_cache,decode_threads=2", "decode_threads=auto"])
+@pytest.mark.parametrize("spec", ["decode_threads=1", "decode_threads=2", "decode_threads=auto"])
 def test_exact_fast_paths_give_the_plain_tokens(tiny_checkpoint, plain, spec, preset):
     fast = load(tiny_checkpoint, spec)
     assert fast.fast == parse_fast_paths(spec, "cpu")
@@ -83,13 +83,6 @@ def test_growing_cache_layer_returns_what_concatenation_returns():
         got, want = growing.update(keys, values), concatenating.update(keys, values)
         assert all(torch.equal(g, w) for g, w in zip(got, want))
         assert growing.get_seq_length() == concatenating.get_seq_length()
-
-
-def test_compiled_decode_step_gives_the_plain_tokens(tiny_checkpoint, plain):
-    """The CUDA default (static cache + compiled step) runs the same code on CPU, without CUDA graphs."""
-    compiled = load(tiny_checkpoint, "static_cache,compile")
-    batch = requests()[:2]
-    assert answers(compiled, batch) == answers(plain, batch)
 
 
 def test_int8_decode_agrees_with_the_plain_path(tiny_checkpoint, plain):
@@ -182,7 +175,7 @@ def test_cpu_watch_sees_another_busy_process():
         ("turbo", "unknown fast path 'turbo'"),
         ("threads=0", "positive count"),
         ("threads=two", "positive count"),
-        ("compile", "needs static_cache"),
+        ("static_cache", "unknown fast path 'static_cache'"),
     ],
 )
 def test_bad_fast_path_specs_are_named(tiny_checkpoint, spec, problem):
@@ -191,7 +184,7 @@ def test_bad_fast_path_specs_are_named(tiny_checkpoint, spec, problem):
 
 
 def test_fast_path_spec_parsing():
-    assert parse_fast_paths("int8, static_cache,threads=2", "cpu") == FastPaths(int8=True, static_cache=True, threads=2)
+    assert parse_fast_paths("int8, decode_threads=1,threads=2", "cpu") == FastPaths(int8=True, decode_threads=1, threads=2)
     assert parse_fast_paths("none", "cuda") == FastPaths()
     assert parse_fast_paths("decode_threads=auto", "cpu") == FastPaths(decode_threads="auto")
     assert parse_fast_paths(None, "cuda") == default_fast_paths("cuda")

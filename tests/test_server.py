@@ -189,7 +189,7 @@ def test_32_concurrent_requests_are_batched(server, client, model_id):
 @pytest.fixture(scope="module")
 def one_at_a_time(engine):
     """A server that runs one request at a time and queues one more."""
-    settings = ServerSettings(max_batch_size=1, batch_window_ms=0, max_queue=1, max_tokens=2000)
+    settings = ServerSettings(max_batch_size=1, max_queue=1, max_tokens=2000)
     with BackgroundServer(create_app(engine, settings)) as live:
         yield live
 

@@ -2,9 +2,9 @@
 
 A request is processed on its own (its own image size and tiling), its image features are
 computed once (and cached by content, so a second question about the same picture skips the
-vision encoder), then requests are left-padded into one batch and decoded together by a plain
-loop that owns every stopping decision: end of utterance, stop strings, the loop guard,
-cancellation and the token limit, each per row.
+vision encoder); then `generation.Generation`, the one decode loop, prefills it and decodes it
+with whatever other rows are running, owning every stopping decision: end of utterance, stop
+strings, the loop guard, cancellation and the token limit, each per row.
 """
 
 from __future__ import annotations
@@ -13,23 +13,23 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 from . import openmp  # noqa: F401  (must come before torch)
 
 import torch  # noqa: E402
 
-from . import decoding
-
-from . import fastpaths, ocr
+from . import decoding, fastpaths, ocr
 from ..errors import MediaError
 from .fastpaths import FastPaths
+from .generation import PREFILL_CHUNK, Chunk, Generation, Result
 from .loading import DEFAULT_MODEL, choose_runtime, load_model
 from .media import DEFAULT_MAX_PIXELS, MediaInput, Video, is_video, load_image, load_video
 from .options import PROCESSING_SETTINGS, GenerationOptions, resolve_options
 from .prompts import Message, chat_text, images_of, validate, video_of
-from .answer import AnswerText
 from .redundancy import repetition_metrics
+
+__all__ = ["Chunk", "Engine", "Request", "Result"]
 
 VISION_CACHE_SIZE = 32
 
@@ -57,47 +57,6 @@ class Request:
         return cls([Message("user", prompt, images=images, video=videos[0] if videos else None)], **settings)
 
 
-@dataclass
-class Chunk:
-    """A piece of streamed text for row `row` of a batch."""
-
-    row: int
-    text: str
-
-
-@dataclass
-class Result:
-    text: str
-    finish_reason: str  # stop | length | repetition | cancelled
-    input_tokens: int
-    output_tokens: int
-    ttft_s: float
-    total_s: float
-    model: str
-    device: str
-    dtype: str
-    attn: str
-    row: int = 0
-    raw_text: str = ""  # before loop trimming and sentence de-duplication
-    removed_chars: int = 0  # by sentence de-duplication
-    held_back_chars: int = 0  # most characters generated but not yet streamed, at any one time
-    metrics: dict = field(default_factory=dict)
-    ocr: list[dict] | None = None  # the lines OCR read, when the request asked for OCR
-
-    @property
-    def tokens_per_s(self) -> float:
-        decode_time = self.total_s - self.ttft_s
-        return (self.output_tokens - 1) / decode_time if self.output_tokens > 1 and decode_time > 0 else 0.0
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["tokens_per_s"] = round(self.tokens_per_s, 2)
-        data.pop("row")
-        if self.ocr is None:
-            data.pop("ocr")
-        return data
-
-
 class Engine:
     def __init__(self, model, processor, name: str, device: str, dtype: str, attn: str, fast: FastPaths = FastPaths()) -> None:
         self.model = model
@@ -111,9 +70,10 @@ class Engine:
         eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.layout = decoding.layout_tokens(self.tokenizer, model.config.text_config.vocab_size)
+        self.vocab = model.config.text_config.vocab_size
+        self.layout = decoding.layout_tokens(self.tokenizer, self.vocab)
         self.vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self.decode_forward = fastpaths.decode_step(model, fast)  # the model's one-token forward, compiled if asked
+        self.decode_forward = fastpaths.decode_step(model, fast)  # the model's one-token forward
 
     @classmethod
     def load(
@@ -127,7 +87,7 @@ class Engine:
         fast: FastPaths | str | None = None,
         verbose: bool = False,
     ) -> "Engine":
-        """`fast`: the speed-ups to apply (a `FastPaths`, or a spec like 'int8,static_cache' or 'none');
+        """`fast`: the speed-ups to apply (a `FastPaths`, or a spec like 'int8,decode_threads=1' or 'none');
         None takes what measured as a win on the device (see smolsight.engine.fastpaths)."""
         device, dtype, attn = choose_runtime(device, dtype, attn)
         if not isinstance(fast, FastPaths):
@@ -165,19 +125,15 @@ class Engine:
         `prepared` (from `prepare`) lets a caller that already checked each request skip redoing it."""
         start = time.perf_counter()
         prepared = prepared or [self.prepare(request) for request in requests]
-        cancelled = cancelled or (lambda row: False)
-        for row, request in enumerate(requests):
-            if request.ocr == "answer":
-                yield self.ocr_answer(row, prepared[row]["ocr"], start)
-        rows = [row for row, request in enumerate(requests) if request.ocr != "answer"]
-        if not rows:
-            return
-        with torch.inference_mode():
-            for event in self.generate([requests[r] for r in rows], [prepared[r] for r in rows], start, lambda i: cancelled(rows[i])):
-                event.row = rows[event.row]  # back to the caller's numbering, answered-by-OCR rows included
-                if isinstance(event, Result) and prepared[event.row].get("ocr") is not None:
-                    event.ocr = [line.to_dict() for line in prepared[event.row]["ocr"]]
-                yield event
+        generation = self.generation(max_rows=max(1, len(requests)))
+        for row, (request, inputs) in enumerate(zip(requests, prepared, strict=True)):
+            generation.add(row, request, inputs, start)
+        while not generation.idle:
+            yield from generation.step(cancelled or (lambda row: False))
+
+    def generation(self, max_rows: int, prefill_chunk: int = PREFILL_CHUNK) -> Generation:
+        """A decode loop that requests can join while it runs (the server keeps one going)."""
+        return Generation(self, max_rows, prefill_chunk)
 
     def ocr_answer(self, row: int, lines: list[ocr.OcrLine], start: float) -> Result:
         """Mode "answer": the text OCR read is the answer; nothing is generated."""
@@ -255,152 +211,6 @@ class Engine:
             self.vision_cache.popitem(last=False)
         return features
 
-    def generate(self, requests, prepared, start, cancelled) -> Iterator[Chunk | Result]:
-        batch = len(prepared)
-        lengths = [len(p["input_ids"]) for p in prepared]
-        width = max(lengths)
-        hidden = prepared[0]["embeds"].shape[-1]
-        embeds = torch.zeros(batch, width, hidden, dtype=prepared[0]["embeds"].dtype, device=self.device)
-        attention = torch.zeros(batch, width, dtype=torch.long, device=self.device)
-        prompt_ids = torch.full((batch, width), -1, dtype=torch.long, device=self.device)  # -1: padding
-        for row, p in enumerate(prepared):
-            embeds[row, width - lengths[row] :] = p["embeds"]
-            attention[row, width - lengths[row] :] = 1
-            prompt_ids[row, width - lengths[row] :] = p["input_ids"]
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        rows = [RowState(r, requests[r].options, lengths[r], self.layout) for r in range(batch)]
-        choosers = self.choosers(rows, prompt_ids)
-        new_tokens = max(row.options.max_new_tokens for row in rows)
-        cache, mask = fastpaths.make_cache(self.model.config.text_config, self.fast.static_cache, attention, new_tokens)
-        output = self.model(inputs_embeds=embeds, attention_mask=attention, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
-        with fastpaths.thread_count(self.fast.decode_threads):
-            yield from self.steps(rows, choosers, output, mask, positions, cache, start, cancelled)
-
-    def steps(self, rows, choosers, output, mask: "fastpaths.DecodeMask", positions, cache, start, cancelled) -> Iterator[Chunk | Result]:
-        """Choose a token per row, report it, stop rows that are done, run the next decode step."""
-        batch = len(rows)
-        ttft = None
-        while True:
-            logits = output.logits[:, -1, :].float()
-            tokens = torch.empty(batch, dtype=torch.long, device=self.device)
-            for indices, chooser in choosers:
-                pending = torch.tensor([rows[i].pending_min for i in indices], device=self.device)
-                tokens[indices] = chooser(logits[indices], sorted(self.eos_ids), pending)
-                chooser.record(tokens[indices])
-            if ttft is None:
-                ttft = time.perf_counter() - start
-            for row, token in zip(rows, tokens.tolist()):
-                if row.done:
-                    continue
-                piece = row.push(token, self)
-                if not row.done and cancelled(row.index):
-                    piece += row.finish("cancelled", self)
-                if piece:
-                    yield Chunk(row.index, piece)
-                if row.done:
-                    yield self.finish(row, ttft, start)
-            if all(row.done for row in rows):
-                return
-            step = torch.tensor([[self.pad_id if row.done else t] for row, t in zip(rows, tokens.tolist())], device=self.device)
-            positions = positions[:, -1:] + 1
-            output = self.decode_forward(input_ids=step, attention_mask=mask.advance(), position_ids=positions, cache=cache, use_cache=True)
-
-    def choosers(self, rows: list["RowState"], prompt_ids: torch.Tensor) -> list[tuple[list[int], decoding.TokenChooser]]:
-        """One token chooser per distinct set of options, over the rows that share it."""
-        groups: dict[GenerationOptions, list[int]] = {}
-        for row in rows:
-            groups.setdefault(row.options, []).append(row.index)
-        vocab = self.model.config.text_config.vocab_size
-        return [(indices, decoding.TokenChooser(options, prompt_ids[indices], vocab)) for options, indices in groups.items()]
-
-    def finish(self, row: "RowState", ttft: float, start: float) -> Result:
-        text = row.answer.text
-        return Result(
-            text=text,
-            finish_reason=row.reason,
-            input_tokens=row.input_tokens,
-            output_tokens=len(row.tokens),
-            ttft_s=round(ttft, 4),
-            total_s=round(time.perf_counter() - start, 4),
-            row=row.index,
-            raw_text=self.decode(row.tokens),
-            removed_chars=row.answer.removed,
-            held_back_chars=row.answer.held_max,
-            metrics=repetition_metrics(text).to_dict(),  # of the answer returned; raw_text keeps the rest
-            **self.runtime,
-        )
-
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
-
-class RowState:
-    """What one row of a batch has generated, what of it is answer text, and why it stopped."""
-
-    def __init__(self, index: int, options: GenerationOptions, input_tokens: int, layout) -> None:
-        self.index = index
-        self.options = options
-        self.input_tokens = input_tokens
-        self.tokens: list[int] = []
-        self.guard = decoding.make_guard(options, layout)
-        self.answer = AnswerText(options)
-        self.reason = ""
-        self.prefix_offset = 0
-        self.read_offset = 0
-        self.text = ""  # decoded text of the tokens so far (but an incomplete last character)
-        self.ends: list[int] = []  # ends[i]: len(text) once token i was decoded
-
-    @property
-    def done(self) -> bool:
-        return bool(self.reason)
-
-    @property
-    def pending_min(self) -> bool:
-        return len(self.tokens) < self.options.min_new_tokens
-
-    def finish(self, reason: str, engine: Engine, end: int | None = None) -> str:
-        """Stop the row; return the rest of its answer, the raw text ending at character `end`
-        (default: all that was generated)."""
-        self.reason = reason
-        if end is None:
-            self.text += self.rest(engine)
-            end = len(self.text)
-        return self.answer.close(self.text, end)
-
-    def push(self, token: int, engine: Engine) -> str:
-        """Record a token; return newly final answer text; decide whether the row is done."""
-        if token in engine.eos_ids and not self.pending_min:
-            return self.finish("stop", engine)
-        self.tokens.append(token)
-        hit = self.guard.push(token) if self.guard is not None else None
-        self.text += self.next_text(engine)
-        self.ends.append(len(self.text))
-        if hit is not None:
-            keep = decoding.clean_cut(self.tokens, hit, engine.decode)
-            return self.finish("repetition", engine, self.ends[keep - 1])
-        at = decoding.find_stop(self.text, self.options.stop) if self.options.stop else None
-        if at is not None:
-            return self.finish("stop", engine, at)
-        if len(self.tokens) >= self.options.max_new_tokens:
-            return self.finish("length", engine)
-        final = len(self.tokens) if self.guard is None else self.guard.safe
-        piece = self.answer.advance(self.text, self.ends[final - 1] if final else 0)
-        if self.guard is not None and self.answer.repeating:
-            self.reason = "repetition"
-            piece += self.answer.end_repeating()
-        return piece
-
-    def next_text(self, engine: Engine) -> str:
-        """Incremental detokenisation (prefix/read offsets) so streaming costs O(1) per token,
-        holding back text that ends in an incomplete UTF-8 sequence."""
-        before = engine.decode(self.tokens[self.prefix_offset : self.read_offset])
-        after = engine.decode(self.tokens[self.prefix_offset :])
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            self.prefix_offset, self.read_offset = self.read_offset, len(self.tokens)
-            return after[len(before) :]
-        return ""
-
-    def rest(self, engine: Engine) -> str:
-        """What `next_text` still holds back (an incomplete character at the very end)."""
-        before = engine.decode(self.tokens[self.prefix_offset : self.read_offset])
-        return engine.decode(self.tokens[self.prefix_offset :])[len(before) :]

@@ -13,9 +13,9 @@ inference path. docs/performance.md has the measurements behind every default.
   regions; when other processes keep the cores busy, a second thread waiting for a busy core costs
   far more than it adds. 'auto' (the CPU default) decodes on one thread when other processes kept
   at least half a core busy since the last look (`CpuWatch`), else on all cores; prefill keeps them all.
-- static_cache: a preallocated KV cache written in place (no growing concatenation).
-- compile: the decode step through torch.compile; on CUDA with CUDA graphs ('reduce-overhead'),
-  which is what a static cache is for there.
+- (the static cache and the compiled decode step of earlier versions are gone: continuous
+  batching changes the batch's shape at every join and leave, and its slot cache is preallocated
+  and written in place, which is what the static cache gave on CPU; see docs/performance.md.)
 - threads: intra-op thread count for everything (None keeps torch's choice, one per core).
 """
 
@@ -34,7 +34,7 @@ from torch import nn
 
 from ..errors import SmolsightError
 
-STATIC_CACHE_STEP = 256
+CACHE_BLOCK = 256
 BUSY_CORES = 0.5  # other processes' use, in cores, above which decode steps run on one thread
 
 
@@ -43,8 +43,6 @@ class FastPaths:
     """Which speed-ups an engine uses; all off by default here (`default_fast_paths` picks per device)."""
 
     int8: bool = False
-    static_cache: bool = False
-    compile: bool = False
     threads: int | None = None
     decode_threads: int | str | None = None  # a count, or "auto"
 
@@ -58,12 +56,12 @@ class FastPaths:
 def default_fast_paths(device: str) -> FastPaths:
     """What measured as a win on each kind of device (docs/performance.md)."""
     if device.startswith("cuda"):
-        return FastPaths(static_cache=True, compile=True)
+        return FastPaths()
     return FastPaths(int8=True, decode_threads="auto")
 
 
 def parse_fast_paths(spec: str | None, device: str) -> FastPaths:
-    """'default', 'none', or a comma list like 'int8,static_cache,threads=1' (each added to none).
+    """'default', 'none', or a comma list like 'int8,decode_threads=1' (each added to none).
     None reads $SMOLSIGHT_FAST, so the server and eval can be switched without flags."""
     spec = spec if spec is not None else os.environ.get("SMOLSIGHT_FAST")
     if spec is None or spec.strip() == "default":
@@ -90,8 +88,6 @@ def parse_fast_paths(spec: str | None, device: str) -> FastPaths:
 def validate(fast: FastPaths, device: str) -> None:
     if fast.int8 and not device.startswith("cpu"):
         raise SmolsightError("the int8 fast path is for CPUs (torch's dynamic quantisation has no GPU kernels)")
-    if fast.compile and not fast.static_cache:
-        raise SmolsightError("the compile fast path needs static_cache (compiled decode steps need fixed shapes)")
 
 
 def apply(model: nn.Module, fast: FastPaths, device: str) -> None:
@@ -212,41 +208,18 @@ def thread_count(count: int | str | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class DecodeMask:
-    """The attention mask of the decode steps: the prompt's padding mask, one more column per step.
-
-    It lives in one buffer as long as the cache. With a static cache every step gets the whole
-    buffer (one shape, as compiled steps and CUDA graphs need); with a dynamic cache, the columns so far."""
-
-    def __init__(self, prompt_mask: torch.Tensor, new_tokens: int, whole: bool) -> None:
-        batch, self.length = prompt_mask.shape
-        self.buffer = torch.zeros(batch, cache_length(self.length + new_tokens), dtype=prompt_mask.dtype, device=prompt_mask.device)
-        self.buffer[:, : self.length] = prompt_mask
-        self.whole = whole
-
-    def advance(self) -> torch.Tensor:
-        """The mask for the next step, which adds one token to every row."""
-        self.buffer[:, self.length] = 1
-        self.length += 1
-        return self.buffer if self.whole else self.buffer[:, : self.length]
-
-
 def cache_length(tokens: int) -> int:
-    """Static caches come in multiples of 256 tokens, so compiled steps see few distinct shapes."""
-    return -(-tokens // STATIC_CACHE_STEP) * STATIC_CACHE_STEP
+    """Caches grow in blocks of 256 tokens, never once per token."""
+    return -(-tokens // CACHE_BLOCK) * CACHE_BLOCK
 
 
-def make_cache(config, static: bool, prompt_mask: torch.Tensor, new_tokens: int):
-    """The decode loop's KV cache and its `DecodeMask`: preallocated for the longest answer asked for
-    (static, one shape for compiled steps), or growing (attention over exactly the tokens so far)."""
-    from transformers import DynamicCache, StaticCache
+def growing_cache(config):
+    """A transformers dynamic cache whose layers grow in blocks (`GrowingLayer`): a prefill's own cache."""
+    from transformers import DynamicCache
 
-    mask = DecodeMask(prompt_mask, new_tokens, whole=static)
-    if static:
-        return StaticCache(config=config, max_cache_len=mask.buffer.shape[1]), mask
     cache = DynamicCache(config=config)
     cache.layers = [growing_layer_class()() for _ in cache.layers]
-    return cache, mask
+    return cache
 
 
 def growing_layer_class():
@@ -254,7 +227,7 @@ def growing_layer_class():
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
-        """A dynamic cache layer that grows its buffers in blocks of `STATIC_CACHE_STEP` tokens instead of
+        """A dynamic cache layer that grows its buffers in blocks of `CACHE_BLOCK` tokens instead of
         concatenating at every step (which copies the whole cache once per token and layer). Attention
         gets views of exactly the tokens so far, the same values the concatenating layer would give."""
 
@@ -286,9 +259,5 @@ def growing_layer_class():
 
 
 def decode_step(model: nn.Module, fast: FastPaths):
-    """The callable that runs one decode step: the model's forward, or (compile) a compiled copy,
-    with CUDA graphs on CUDA ('reduce-overhead'). Compilation happens on the first step of each new shape."""
-    if not fast.compile:
-        return model
-    mode = "reduce-overhead" if next(model.parameters()).is_cuda else "default"
-    return torch.compile(model, mode=mode, dynamic=False)
+    """The callable that runs one decode step (the model's own forward; the place for a leaner one)."""
+    return model

@@ -1,17 +1,25 @@
-"""Dynamic batching: requests that arrive close together are generated as one batch.
+"""Continuous batching for the server: requests join the running decode batch as they arrive.
 
-One worker thread owns the engine (torch releases the GIL while it computes, so the event loop
-stays responsive). It waits for a request, keeps collecting for a short window or until the
-batch is full, and runs the batch through `engine.stream_batch`, whose rows may each have their
-own options. Every `Chunk` and `Result` is routed back to its request's asyncio queue. The
-waiting queue is bounded (a full queue is refused at once with a retry hint rather than
-growing without limit), a client that goes away has its row cancelled at the next token, and
-closing drains: queued and running requests finish, new ones are refused.
+Two threads own the engine's work (torch releases the GIL while it computes, so the event loop
+stays responsive). The preparing thread takes queued requests in order and runs
+`engine.prepare` (image processing, the vision encoder, OCR) and the input-token limit; it keeps
+at most `max_batch_size` prepared requests ahead, so a burst of pictures cannot fill memory. The
+decoding thread keeps one `Generation` (the engine's one decode loop) running: between steps it
+adds prepared requests while fewer than `max_batch_size` rows are in it; each step prefills a
+chunk of the newest prompts and decodes one token for every running row, and a row leaves the
+moment it finishes. So a short request behind a long one starts within about its own prefill time,
+and one request's image processing never stops the others' tokens.
+
+Every `Chunk` and `Result` is routed back to its request's asyncio queue. The waiting queue is
+bounded (a full queue is refused at once with a retry hint rather than growing without limit), a
+client that goes away has its row cancelled at the next step, and closing drains: queued and
+running requests finish, new ones are refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import threading
 import time
@@ -23,6 +31,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..engine import Chunk, Engine, Request, Result
+from ..engine.generation import PREFILL_CHUNK
 from ..errors import LimitError, SmolsightError
 from .errors import QueueFullError, ShuttingDownError, fault
 
@@ -40,7 +49,7 @@ class Metrics:
         self.finished = Counter("smolsight_finished", "Generations by finish reason.", ["reason"], registry=r)
         self.queue_depth = Gauge("smolsight_queue_depth", "Requests waiting for a batch.", registry=r)
         buckets = sorted({2**i for i in range(max_batch_size.bit_length())} | {max_batch_size})
-        self.batch_size = Histogram("smolsight_batch_size", "Requests generated together.", buckets=buckets, registry=r)
+        self.batch_size = Histogram("smolsight_batch_size", "Rows decoded together, once per decode step.", buckets=buckets, registry=r)
         self.ttft = Histogram(
             "smolsight_time_to_first_token_seconds", "From request arrival to the first token.", buckets=LATENCY_BUCKETS, registry=r
         )
@@ -101,8 +110,8 @@ class Ticket:
 
 @dataclass(frozen=True)
 class BatchSettings:
-    max_batch_size: int = 8
-    window_s: float = 0.02
+    max_batch_size: int = 8  # rows decoded together
+    prefill_chunk: int = PREFILL_CHUNK  # prompt tokens prefilled between two decode steps
     max_queue: int = 64
     max_input_tokens: int = 6144
 
@@ -112,32 +121,41 @@ class Batcher:
         self.engine = engine
         self.settings = settings
         self.metrics = metrics
-        self.waiting: deque[tuple[float, Ticket]] = deque()  # (time queued, ticket)
+        self.waiting: deque[Ticket] = deque()  # submitted, not prepared yet
+        self.preparing = 0  # taken by the preparing thread, not handed on yet
+        self.prepared: deque[tuple[Ticket, dict]] = deque()  # ready to join the generation
+        self.running: dict[int, Ticket] = {}  # the generation's rows, by key
+        self.keys = itertools.count()
         self.condition = threading.Condition()
         self.closing = False
-        self.recent_batch_s = 1.0  # moving average, for Retry-After
-        self.thread = threading.Thread(target=self.run, name="smolsight-batcher", daemon=True)
+        self.recent_request_s = 1.0  # moving average of request latency, for Retry-After
+        self.generation = engine.generation(settings.max_batch_size, settings.prefill_chunk)
+        self.threads = [
+            threading.Thread(target=self.prepare_loop, name="smolsight-prepare", daemon=True),
+            threading.Thread(target=self.decode_loop, name="smolsight-decode", daemon=True),
+        ]
 
     def start(self) -> None:
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
 
     def submit(self, request: Request, arrival: float) -> Ticket:
         """Queue a request (from the event loop); refused when closing or when the queue is full."""
         with self.condition:
             if self.closing:
                 raise ShuttingDownError("the server is shutting down and takes no new requests")
-            if len(self.waiting) >= self.settings.max_queue:
-                retry = max(1, math.ceil(self.recent_batch_s))
-                raise QueueFullError(f"the server is busy ({len(self.waiting)} requests waiting); retry in {retry} s", retry)
+            if self.depth >= self.settings.max_queue:
+                retry = max(1, math.ceil(self.recent_request_s))
+                raise QueueFullError(f"the server is busy ({self.depth} requests waiting); retry in {retry} s", retry)
             ticket = Ticket(request, arrival, asyncio.get_running_loop())
-            self.waiting.append((time.perf_counter(), ticket))
-            self.metrics.queue_depth.set(len(self.waiting))
-            self.condition.notify()
+            self.waiting.append(ticket)
+            self.metrics.queue_depth.set(self.depth)
+            self.condition.notify_all()
         return ticket
 
     def ask_batch(self, requests: list[Request]) -> list[Result]:
         """Answer requests from another thread (the watcher of `serve --watch`): they queue with
-        the HTTP requests, so this worker alone drives the engine. A refusal or failure is raised."""
+        the HTTP requests, so these threads alone drive the engine. A refusal or failure is raised."""
 
         async def last(ticket: Ticket) -> Result:
             return [event async for event in ticket.events()][-1]
@@ -150,83 +168,104 @@ class Batcher:
 
     @property
     def depth(self) -> int:
-        return len(self.waiting)
+        """Requests not decoding yet: waiting, being prepared, or prepared and waiting for a row."""
+        return len(self.waiting) + self.preparing + len(self.prepared)
 
     def close(self, timeout: float | None = None) -> None:
-        """Refuse new requests, finish the queued and running ones, stop the worker."""
+        """Refuse new requests, finish the queued and running ones, stop the threads."""
         with self.condition:
             self.closing = True
-            self.condition.notify()
-        self.thread.join(timeout)
+            self.condition.notify_all()
+        for thread in self.threads:
+            thread.join(timeout)
 
-    def run(self) -> None:
-        while (batch := self.collect()) is not None:
-            self.run_batch(batch)
+    # ---- the preparing thread ----------------------------------------------------------------
 
-    def collect(self) -> list[Ticket] | None:
-        """The next batch: wait for a first request, then up to `window_s` after it was queued
-        for more, unless the batch fills first. None once closed and drained."""
-        s = self.settings
+    def prepare_loop(self) -> None:
+        while (ticket := self.next_to_prepare()) is not None:
+            inputs = self.prepare(ticket)
+            with self.condition:
+                self.preparing -= 1
+                if inputs is not None:
+                    self.prepared.append((ticket, inputs))
+                self.metrics.queue_depth.set(self.depth)
+                self.condition.notify_all()
+
+    def next_to_prepare(self) -> Ticket | None:
+        """The oldest waiting request once fewer than `max_batch_size` prepared ones wait; None once closed and drained."""
         with self.condition:
-            while not self.waiting:
-                if self.closing:
+            while not self.waiting or len(self.prepared) + self.preparing >= self.settings.max_batch_size:
+                if self.closing and not self.waiting:
                     return None
                 self.condition.wait()
-            deadline = self.waiting[0][0] + s.window_s
-            while len(self.waiting) < s.max_batch_size and not self.closing and (left := deadline - time.perf_counter()) > 0:
-                self.condition.wait(left)
-            batch = [self.waiting.popleft()[1] for _ in range(min(s.max_batch_size, len(self.waiting)))]
-            self.metrics.queue_depth.set(len(self.waiting))
-        return batch
+            ticket = self.waiting.popleft()
+            self.preparing += 1
+            return ticket
 
-    def run_batch(self, tickets: list[Ticket]) -> None:
-        admitted, prepared = self.admit(tickets)
-        if not admitted:
-            return
-        started = time.perf_counter()
-        for ticket in admitted:
-            ticket.started = started
-        self.metrics.batch_size.observe(len(admitted))
+    def prepare(self, ticket: Ticket) -> dict | None:
+        """The request's inputs, or None when its client left or it was refused (the refusal goes to
+        the client): a request that cannot be processed or is over the input-token limit fails alone."""
+        if ticket.cancelled:
+            self.metrics.finished.labels(reason="cancelled").inc()
+            return None
         try:
-            requests = [t.request for t in admitted]
-            stream = self.engine.stream_batch(requests, cancelled=lambda row: admitted[row].cancelled, prepared=prepared)
-            for event in stream:
-                admitted[event.row].push(event)
-                if isinstance(event, Result):
-                    self.record(admitted[event.row], event)
-        except Exception as exc:  # noqa: BLE001 - a failed batch must not stop the worker
+            inputs = self.engine.prepare(ticket.request)
+        except SmolsightError as exc:
+            ticket.push(exc)
+            return None
+        except Exception as exc:  # noqa: BLE001 - our fault (input problems are SmolsightErrors): log it, answer 5xx
             traceback.print_exc()
-            for ticket in admitted:
-                if ticket.finished is None:
-                    ticket.push(fault(exc, "generating"))
-        self.recent_batch_s = 0.8 * self.recent_batch_s + 0.2 * (time.perf_counter() - started)
+            ticket.push(fault(exc, "preparing the request"))
+            return None
+        limit, tokens = self.settings.max_input_tokens, len(inputs["input_ids"])
+        if tokens > limit:
+            ticket.push(LimitError(f"the prompt is {tokens} tokens, over this server's limit of {limit}"))
+            return None
+        return inputs
 
-    def admit(self, tickets: list[Ticket]) -> tuple[list[Ticket], list[dict]]:
-        """Drop requests whose clients left while queued, and refuse, one by one, requests that
-        cannot be processed or whose prompt is over the input-token limit, so that one bad
-        request never fails the batch it would have joined."""
-        admitted, prepared = [], []
-        for ticket in tickets:
-            if ticket.cancelled:
-                self.metrics.finished.labels(reason="cancelled").inc()
-                continue
+    # ---- the decoding thread -----------------------------------------------------------------
+
+    def decode_loop(self) -> None:
+        while self.admit():
             try:
-                inputs = self.engine.prepare(ticket.request)
-            except SmolsightError as exc:
-                ticket.push(exc)
-                continue
-            except Exception as exc:  # noqa: BLE001 - our fault (input problems are SmolsightErrors): log it, answer 5xx
+                events = self.generation.step(cancelled=lambda key: self.running[key].cancelled)
+            except Exception as exc:  # noqa: BLE001 - a failed step must not stop the server
                 traceback.print_exc()
-                ticket.push(fault(exc, "preparing the request"))
+                self.fail_running(exc)
                 continue
-            limit = self.settings.max_input_tokens
-            tokens = len(inputs["input_ids"])
-            if tokens > limit:
-                ticket.push(LimitError(f"the prompt is {tokens} tokens, over this server's limit of {limit}"))
-                continue
-            admitted.append(ticket)
-            prepared.append(inputs)
-        return admitted, prepared
+            if self.running:
+                self.metrics.batch_size.observe(len(self.running))
+            for event in events:
+                ticket = self.running[event.row]
+                ticket.push(event)
+                if isinstance(event, Result):
+                    del self.running[event.row]
+                    self.record(ticket, event)
+
+    def admit(self) -> bool:
+        """Wait for work; move prepared requests into the generation while it has room. False once
+        closed and drained."""
+        with self.condition:
+            while not self.prepared and self.generation.idle:
+                if self.closing and not self.waiting and not self.preparing:
+                    return False
+                self.condition.wait()
+            while self.prepared and self.generation.rows < self.settings.max_batch_size:
+                ticket, inputs = self.prepared.popleft()
+                key = next(self.keys)
+                self.running[key] = ticket
+                ticket.started = time.perf_counter()
+                self.generation.add(key, ticket.request, inputs, ticket.arrival)
+            self.metrics.queue_depth.set(self.depth)
+            self.condition.notify_all()  # room for the preparing thread
+        return True
+
+    def fail_running(self, exc: Exception) -> None:
+        """A step failed: every row in it gets a server error, and a fresh generation takes over."""
+        for ticket in self.running.values():
+            ticket.push(fault(exc, "generating"))
+        self.running.clear()
+        self.generation = self.engine.generation(self.settings.max_batch_size, self.settings.prefill_chunk)
 
     def record(self, ticket: Ticket, result: Result) -> None:
         m = self.metrics
@@ -235,3 +274,4 @@ class Batcher:
         m.latency.observe(ticket.finished - ticket.arrival)
         m.generated.inc(result.output_tokens)
         m.prompt.inc(result.input_tokens)
+        self.recent_request_s = 0.8 * self.recent_request_s + 0.2 * (ticket.finished - ticket.arrival)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.fetch import UrlPolicy
+from ..engine.generation import PREFILL_CHUNK
 from ..engine.prompts import image_tokens
 from ..errors import SmolsightError
 from .batching import BatchSettings
@@ -38,7 +39,7 @@ class ServerSettings:
 
     model_name: str | None = None  # id in /v1/models; default: the engine's model name
     max_batch_size: int = 8
-    batch_window_ms: float = 20
+    prefill_chunk: int = PREFILL_CHUNK
     max_queue: int = 64
     max_body_mb: float = 20
     max_image_pixels: int = 4096 * 4096
@@ -52,14 +53,12 @@ class ServerSettings:
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API ("*" for any); none by default
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_queue", "max_body_mb", "max_image_pixels", "max_frames", "max_tokens", "max_input_tokens"):
+        for name in ("max_batch_size", "prefill_chunk", "max_queue", "max_body_mb", "max_image_pixels", "max_frames", "max_tokens", "max_input_tokens"):
             if getattr(self, name) <= 0:
                 raise SmolsightError(f"--{name.replace('_', '-')} must be positive")
-        if self.batch_window_ms < 0:
-            raise SmolsightError("--batch-window-ms must be >= 0")
 
     def batching(self) -> BatchSettings:
-        return BatchSettings(self.max_batch_size, self.batch_window_ms / 1000, self.max_queue, self.max_input_tokens)
+        return BatchSettings(self.max_batch_size, self.prefill_chunk, self.max_queue, self.max_input_tokens)
 
     def media(self, engine) -> MediaPolicy:
         """Frames are sampled at the model's own rate, at most `max_frames` of them."""
