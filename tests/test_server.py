@@ -186,6 +186,31 @@ def test_32_concurrent_requests_are_batched(server, client, model_id):
     assert metric(server, "smolsight_requests_total", endpoint="/v1/chat/completions", status="200") >= 32
 
 
+def test_a_short_request_joins_a_long_one_and_finishes_first(engine):
+    """Continuous batching: a 4-token request sent while a 2000-token one streams is answered
+    while the long one is still generating; a batch-at-a-time server would answer it only after
+    the long one's last chunk."""
+    with BackgroundServer(create_app(engine, ServerSettings(max_tokens=2000))) as live:
+        url = f"{live.url}/v1/chat/completions"
+        received = []
+
+        def read_long() -> None:
+            with httpx.stream("POST", url, json=long_request(), timeout=120) as busy:
+                received.extend(line for line in busy.iter_lines() if line.startswith("data: {"))
+
+        with ThreadPoolExecutor(1) as pool:
+            long = pool.submit(read_long)
+            deadline = time.monotonic() + 30
+            while not received:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            short = httpx.post(url, json={**long_request(4), "stream": False}, timeout=60)
+            at_short = len(received)
+            long.result()
+        assert short.status_code == 200 and short.json()["usage"]["completion_tokens"] == 4
+        assert len(received) > 100 and at_short < len(received) / 2, (at_short, len(received))
+
+
 @pytest.fixture(scope="module")
 def one_at_a_time(engine):
     """A server that runs one request at a time and queues one more."""
