@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -194,7 +195,6 @@ def ask(args: tuple[str, ...], prompt: str | None, max_pixels: int, as_json: boo
 def make_checkpoint_command(directory: str, shape: str, seed: int, language_model: str | None, force: bool) -> None:
     """Write a random-weight SmolVLM2 checkpoint with the real architecture (for tests and benchmarks),
     or with a real language model's decoder (--language-model)."""
-    from pathlib import Path
 
     from .checkpoints import make_checkpoint
 
@@ -412,7 +412,6 @@ def synth(out_dir: str, seed: int, per_scenario: int, scenarios: tuple[str, ...]
 def ocr_eval(suite: str, engines: tuple[str, ...], scenarios: tuple[str, ...], limit: int | None, out: str | None, quiet: bool) -> None:
     """Score OCR alone on SUITE's reading cases, per engine: exact match and ANLS per case kind, and
     seconds per image: smolsight synth DIR --scenario text --scenario text_hard && smolsight ocr-eval DIR"""
-    from pathlib import Path
 
     from .bench import cpu_name
     from .evals.ocr import accuracy_table, cost_table, run_ocr_eval
@@ -507,6 +506,59 @@ def bench(**kwargs) -> None:
         click.echo(json.dumps(report["machine"]), err=True)
     click.echo(format_report(report))
     click.echo(f"JSON report: {out}", err=True)
+
+
+@main.command("bench-serve")
+@model_options
+@click.option("--url", default=None, help="Measure the server at this URL instead of starting one (give its id as --model).")
+@click.option("--concurrency", default="1,4,8,16", show_default=True, help="Comma-separated numbers of clients sending at once.")
+@click.option("--tokens", type=int, default=64, show_default=True, help="Tokens every request generates (min = max).")
+@click.option("--rounds", type=int, default=2, show_default=True, help="Requests each client sends, one after another.")
+@click.option("--long-tokens", type=int, default=512, show_default=True, help="Length of the long request the short one is sent behind.")
+@click.option("--prompt", default="Describe a busy loading bay at a factory: the trucks, the people and the goods.", show_default=True)
+@click.option("--prefill-chunk", type=int, default=512, show_default=True, help="The started server's --prefill-chunk.")
+@click.option("-o", "--out", default="bench-serve.json", show_default=True, help="JSON report file.")
+def bench_serve(**kwargs) -> None:
+    """Load-test the server over HTTP: aggregate tokens/s and time to first token at each
+    concurrency, and a short request's first token behind a long streaming one."""
+    from .bench import machine
+    from .loadbench import LoopbackServer, report, run
+
+    levels = parse_counts(kwargs.pop("concurrency"), "--concurrency")
+    for name in ("tokens", "rounds", "long_tokens", "prefill_chunk"):
+        if kwargs[name] < 1:
+            raise click.UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    measure = {k: kwargs.pop(k) for k in ("tokens", "rounds", "prompt", "long_tokens")}
+    out, url, model = kwargs.pop("out"), kwargs.pop("url"), kwargs["model"]
+    if url:
+        figures = run(url.rstrip("/"), model, levels, **measure)
+        device = "remote"
+    else:
+        from .serve.app import create_app
+        from .serve.settings import ServerSettings
+
+        settings = ServerSettings(model_name="bench", max_batch_size=max(levels), max_queue=4 * max(levels),
+                                  max_tokens=max(measure["tokens"], measure["long_tokens"]), prefill_chunk=kwargs.pop("prefill_chunk"))  # fmt: skip
+        engine = load_engine(kwargs)
+        with LoopbackServer(create_app(engine, settings)) as local:
+            figures = run(local, "bench", levels, **measure)
+        device = engine.device
+    figures["settings"] = {"concurrency": levels, **measure, "model": model}
+    figures["machine"] = machine(device)
+    Path(out).write_text(json.dumps(figures, indent=2, ensure_ascii=False))
+    click.echo(report(figures))
+    click.echo(f"JSON report: {out}", err=True)
+
+
+def parse_counts(text: str, option: str) -> list[int]:
+    """'1,4,8' -> [1, 4, 8]: positive whole numbers, or a usage error naming the option."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise click.UsageError(f"{option} takes positive whole numbers separated by commas, e.g. 1,4,8, not {text!r}")
+    return counts
 
 
 def without_preset(command: click.Command) -> click.Command:

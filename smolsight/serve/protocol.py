@@ -174,6 +174,7 @@ class ChatCompletionRequest(Strict):
     # smolsight extensions
     repetition_penalty: float | None = Field(None, gt=0, le=10, description="Penalty on tokens already seen (1 = off), as in transformers.")
     top_k: int | None = Field(None, ge=0, description="Sample only among the k likeliest tokens (0 = off).")
+    min_tokens: int | None = Field(None, ge=0, description="Generate at least this many tokens before the end of the answer (as in vLLM).")
     preset: Literal[tuple(PRESETS)] | None = Field(  # type: ignore[valid-type]
         None,
         description="Decoding preset the other options override: precise (default; greedy with the loop guard), "
@@ -203,6 +204,7 @@ class ChatCompletionRequest(Strict):
         return resolve_options(
             self.preset,
             max_new_tokens=self.token_budget(max_tokens),
+            min_new_tokens=self.min_tokens,
             temperature=self.temperature,
             top_p=None if greedy else self.top_p,  # greedy decoding reads no top_p, so top_p 0 is harmless
             top_k=self.top_k,
