@@ -527,7 +527,7 @@ def bench_serve(**kwargs) -> None:
     levels = parse_counts(kwargs.pop("concurrency"), "--concurrency")
     for name in ("tokens", "rounds", "long_tokens", "prefill_chunk"):
         if kwargs[name] < 1:
-            raise click.UsageError(f"--{name.replace('_', '-')} must be at least 1")
+            raise SmolsightError(f"--{name.replace('_', '-')} must be at least 1, not {kwargs[name]}")
     measure = {k: kwargs.pop(k) for k in ("tokens", "rounds", "prompt", "long_tokens")}
     out, url, model = kwargs.pop("out"), kwargs.pop("url"), kwargs["model"]
     if url:
@@ -557,7 +557,7 @@ def parse_counts(text: str, option: str) -> list[int]:
     except ValueError:
         counts = []
     if not counts or min(counts) < 1:
-        raise click.UsageError(f"{option} takes positive whole numbers separated by commas, e.g. 1,4,8, not {text!r}")
+        raise SmolsightError(f"{option} takes positive whole numbers separated by commas, e.g. 1,4,8, not {text!r}")
     return counts
 
 
