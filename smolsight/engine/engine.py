@@ -19,7 +19,7 @@ from . import openmp  # noqa: F401  (must come before torch)
 
 import torch  # noqa: E402
 
-from . import decoding
+from . import decoding, logprobs
 
 from . import fastpaths, ocr
 from ..errors import MediaError
@@ -63,6 +63,7 @@ class Chunk:
 
     row: int
     text: str
+    logprobs: list[logprobs.TokenLogprob] | None = None  # the tokens this text settled, when the request asks for logprobs
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Result:
     held_back_chars: int = 0  # most characters generated but not yet streamed, at any one time
     metrics: dict = field(default_factory=dict)
     ocr: list[dict] | None = None  # the lines OCR read, when the request asked for OCR
+    logprobs: list[logprobs.TokenLogprob] | None = None  # the answer's tokens, when the options ask for logprobs
 
     @property
     def tokens_per_s(self) -> float:
@@ -93,8 +95,9 @@ class Result:
         data = asdict(self)
         data["tokens_per_s"] = round(self.tokens_per_s, 2)
         data.pop("row")
-        if self.ocr is None:
-            data.pop("ocr")
+        for name in ("ocr", "logprobs"):
+            if data[name] is None:
+                data.pop(name)
         return data
 
 
@@ -112,6 +115,7 @@ class Engine:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.layout = decoding.layout_tokens(self.tokenizer, model.config.text_config.vocab_size)
+        self.token_texts = logprobs.TokenTexts(self.tokenizer)
         self.vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.decode_forward = fastpaths.decode_step(model, fast)  # the model's one-token forward, compiled if asked
 
@@ -192,6 +196,7 @@ class Engine:
             if message.video is not None and not isinstance(message.video, Video):
                 message.video = self.load_video(message.video, request)
         validate(request.messages)
+        request.options.check_vocabulary(self.model.config.text_config.vocab_size)
         lines = self.read_text(request)
         if request.ocr == "answer":
             return {"input_ids": torch.empty(0, dtype=torch.long), "ocr": lines}
@@ -283,20 +288,24 @@ class Engine:
         while True:
             logits = output.logits[:, -1, :].float()
             tokens = torch.empty(batch, dtype=torch.long, device=self.device)
+            picks: dict[int, logprobs.Pick] = {}  # row -> its token's logprobs, for rows that ask
             for indices, chooser in choosers:
                 pending = torch.tensor([rows[i].pending_min for i in indices], device=self.device)
                 tokens[indices] = chooser(logits[indices], sorted(self.eos_ids), pending)
                 chooser.record(tokens[indices])
+                if (chosen := chooser.picks(tokens[indices])) is not None:
+                    picks.update(zip(indices, chosen, strict=True))
             if ttft is None:
                 ttft = time.perf_counter() - start
             for row, token in zip(rows, tokens.tolist()):
                 if row.done:
                     continue
-                piece = row.push(token, self)
+                piece = row.push(token, self, picks.get(row.index))
                 if not row.done and cancelled(row.index):
                     piece += row.finish("cancelled", self)
-                if piece:
-                    yield Chunk(row.index, piece)
+                entries = row.settled_logprobs(self)
+                if piece or entries:
+                    yield Chunk(row.index, piece, entries)
                 if row.done:
                     yield self.finish(row, ttft, start)
             if all(row.done for row in rows):
@@ -327,6 +336,7 @@ class Engine:
             removed_chars=row.answer.removed,
             held_back_chars=row.answer.held_max,
             metrics=repetition_metrics(text).to_dict(),  # of the answer returned; raw_text keeps the rest
+            logprobs=row.trail.entries if row.trail is not None else None,
             **self.runtime,
         )
 
@@ -349,6 +359,7 @@ class RowState:
         self.read_offset = 0
         self.text = ""  # decoded text of the tokens so far (but an incomplete last character)
         self.ends: list[int] = []  # ends[i]: len(text) once token i was decoded
+        self.trail = logprobs.LogprobTrail() if options.logprobs is not None else None
 
     @property
     def done(self) -> bool:
@@ -365,16 +376,21 @@ class RowState:
         if end is None:
             self.text += self.rest(engine)
             end = len(self.text)
+        if self.trail is not None:
+            self.trail.cut(end)
         return self.answer.close(self.text, end)
 
-    def push(self, token: int, engine: Engine) -> str:
-        """Record a token; return newly final answer text; decide whether the row is done."""
+    def push(self, token: int, engine: Engine, pick: logprobs.Pick | None = None) -> str:
+        """Record a token (and its logprobs, when asked for); return newly final answer text;
+        decide whether the row is done."""
         if token in engine.eos_ids and not self.pending_min:
             return self.finish("stop", engine)
         self.tokens.append(token)
         hit = self.guard.push(token) if self.guard is not None else None
         self.text += self.next_text(engine)
         self.ends.append(len(self.text))
+        if self.trail is not None:
+            self.trail.add(pick, self.ends[-2] if len(self.ends) > 1 else 0, self.ends[-1])
         if hit is not None:
             keep = decoding.clean_cut(self.tokens, hit, engine.decode)
             return self.finish("repetition", engine, self.ends[keep - 1])
@@ -389,6 +405,13 @@ class RowState:
             self.reason = "repetition"
             piece += self.answer.end_repeating()
         return piece
+
+    def settled_logprobs(self, engine: Engine) -> list[logprobs.TokenLogprob] | None:
+        """Logprob entries of the tokens whose text the answer has now returned or dropped (all the
+        answer's tokens once the row is done) and that were not handed out yet; None if not asked."""
+        if self.trail is None:
+            return None
+        return self.trail.release(None if self.done else self.answer.settled, engine.token_texts)
 
     def next_text(self, engine: Engine) -> str:
         """Incremental detokenisation (prefix/read offsets) so streaming costs O(1) per token,
