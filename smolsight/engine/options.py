@@ -69,6 +69,14 @@ class GenerationOptions:
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    def for_choice(self, index: int) -> "GenerationOptions":
+        """The options of choice `index` of several answers to one request: sampling with a seed
+        uses seed + index (so each choice differs and all are reproducible); greedy choices are
+        the same options, hence the same answer."""
+        if index == 0 or self.greedy or self.seed is None:
+            return self
+        return replace(self, seed=(self.seed + index) % 2**64)
+
     def with_overrides(self, **overrides) -> "GenerationOptions":
         """A copy with the given fields changed; None means 'keep the preset's value'."""
         known = {f.name for f in fields(self)}
