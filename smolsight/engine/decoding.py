@@ -162,7 +162,8 @@ class TokenChooser:
         self.generated: list[list[int]] = [[] for _ in range(batch)]
         self.penalised = options.repetition_penalty != 1.0
         self.in_prompt = prompt_mask(prompt_ids, vocab) if self.penalised and options.penalize_prompt else None
-        self.bias = bias_vector(options.logit_bias, vocab, device)
+        self.bias_ids = torch.tensor([token for token, _ in options.logit_bias], dtype=torch.long, device=device)
+        self.bias_values = torch.tensor([bias for _, bias in options.logit_bias], dtype=torch.float32, device=device)
         self.log_probs: torch.Tensor | None = None  # [B, V] the model's own, at the last step, when logprobs are asked for
         self.generator = None
         if not options.greedy:
@@ -174,8 +175,8 @@ class TokenChooser:
         o = self.options
         if o.logprobs is not None:
             self.log_probs = logits.log_softmax(-1)
-        if self.bias is not None:
-            logits = logits + self.bias
+        if o.logit_bias:  # in place on the biased columns only, as the bans below are
+            logits[:, self.bias_ids] += self.bias_values
         if self.penalised:
             seen = self.counts > 0 if self.in_prompt is None else (self.counts > 0) | self.in_prompt
             penalised = torch.where(logits > 0, logits / o.repetition_penalty, logits * o.repetition_penalty)
@@ -227,16 +228,6 @@ class TokenChooser:
         self.counts.scatter_add_(1, tokens[:, None], torch.ones_like(tokens[:, None], dtype=torch.int32))
         for row, token in enumerate(tokens.tolist()):
             self.generated[row].append(token)
-
-
-def bias_vector(bias: tuple[tuple[int, float], ...], vocab: int, device) -> torch.Tensor | None:
-    """[V] the logit bias as one vector added to every row's logits; None without a bias."""
-    if not bias:
-        return None
-    vector = torch.zeros(vocab, device=device)
-    ids, values = zip(*bias, strict=True)
-    vector[list(ids)] = torch.tensor(values, device=device)
-    return vector
 
 
 def prompt_mask(prompt_ids: torch.Tensor, vocab: int) -> torch.Tensor:
