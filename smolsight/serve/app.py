@@ -96,17 +96,24 @@ class BodyLimit:
 class Accounting:
     """Outermost layer: stamps each request's arrival (time to first token counts from
     here), counts responses by endpoint and status, and answers any unexpected exception
-    with a 500 in OpenAI's shape."""
+    with a 500 in OpenAI's shape. An added router's paths count under its prefix (the watch
+    dashboard's under `/watch`); any other path is `other`."""
 
-    def __init__(self, app, metrics: Metrics) -> None:
+    def __init__(self, app, metrics: Metrics, prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
         self.metrics = metrics
+        self.prefixes = prefixes
+
+    def endpoint(self, path: str) -> str:
+        if path in ENDPOINTS:
+            return path
+        return next((prefix for prefix in self.prefixes if path == prefix or path.startswith(prefix + "/")), "other")
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         scope.setdefault("state", {})["arrival"] = time.perf_counter()
-        endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
+        endpoint = self.endpoint(scope["path"])
         started = False
 
         async def counted(message) -> None:
@@ -326,7 +333,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None, routers: 
     if settings.cors_origins:  # answers preflights (OPTIONS) itself, before the key gate
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "OPTIONS"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)  # fmt: skip
-    app.add_middleware(Accounting, metrics=service.metrics)
+    app.add_middleware(Accounting, metrics=service.metrics, prefixes=tuple(router.prefix for router in routers if router.prefix))
     app.add_exception_handler(SmolsightError, smolsight_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
