@@ -297,7 +297,7 @@ class Engine:
                     picks.update(zip(indices, chosen, strict=True))
             if ttft is None:
                 ttft = time.perf_counter() - start
-            for row, token in zip(rows, tokens.tolist()):
+            for row, token in zip(rows, tokens.tolist(), strict=True):
                 if row.done:
                     continue
                 piece = row.push(token, self, picks.get(row.index))
@@ -310,7 +310,7 @@ class Engine:
                     yield self.finish(row, ttft, start)
             if all(row.done for row in rows):
                 return
-            step = torch.tensor([[self.pad_id if row.done else t] for row, t in zip(rows, tokens.tolist())], device=self.device)
+            step = torch.tensor([[self.pad_id if row.done else t] for row, t in zip(rows, tokens.tolist(), strict=True)], device=self.device)
             positions = positions[:, -1:] + 1
             output = self.decode_forward(input_ids=step, attention_mask=mask.advance(), position_ids=positions, cache=cache, use_cache=True)
 
