@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class Pick:
 def picks(log_probs: torch.Tensor, tokens: torch.Tensor, k: int) -> list[Pick]:
     """log_probs [B, V], tokens [B] -> one `Pick` per row with the k likeliest alternatives."""
     chosen = log_probs.gather(1, tokens[:, None]).squeeze(1).tolist()
-    top = torch.topk(log_probs, k) if k else None
+    top = log_probs.topk(k) if k else None
     ids = top.indices.tolist() if top is not None else [[] for _ in chosen]
     values = top.values.tolist() if top is not None else [[] for _ in chosen]
     return [Pick(token, logprob, tuple(zip(i, v, strict=True)))

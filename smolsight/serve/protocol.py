@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from ..engine import Result
-from ..engine.logprobs import TokenLogprob as EngineTokenLogprob
 from ..engine.options import DEFAULT_PRESET, MAX_TOP_LOGPROBS, PRESETS, GenerationOptions, resolve_options
 from ..errors import SmolsightError
+
+if TYPE_CHECKING:
+    from ..engine.logprobs import TokenLogprob as EngineTokenLogprob
 
 # `qa` is left out: its prompt names a subject that only evaluation suites supply.
 SERVER_TASKS = ("count", "read", "describe", "trend", "measure", "accident")
