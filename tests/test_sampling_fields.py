@@ -111,6 +111,15 @@ def test_entries_cover_the_answers_tokens_streamed_or_not(engine):
     assert engine.ask(None, "Describe a cat.", max_new_tokens=4, preset="seed").logprobs is None
 
 
+def test_special_tokens_have_a_name_but_no_bytes_and_the_bytes_join_into_the_raw_text(engine):
+    result = engine.ask(None, "Describe a cat.", max_new_tokens=150, logprobs=0, preset="seed")
+    special = [entry for entry in result.logprobs if entry.bytes is None]
+    assert [entry.token for entry in special] == ["<row_5_col_3>"]  # the random model names a tile, which decoding skips
+    assert "<row_5_col_3>" not in result.raw_text
+    joined = bytes(b for entry in result.logprobs for b in entry.bytes or [])
+    assert joined.decode(errors="replace") == result.raw_text and "\ufffd" in result.raw_text  # a character split badly
+
+
 def test_entries_end_where_a_stop_string_ends_the_answer(engine):
     plain = engine.ask(None, "Describe a cat.", max_new_tokens=10, logprobs=0, preset="seed")
     stop = plain.logprobs[4].token.strip()  # the fifth token's word

@@ -15,7 +15,10 @@ their tokens' entries: the tokens were generated. In a stream, a token's entry g
 the chunk that settles its text (returned or dropped), never before the text it belongs to.
 
 `token` is the token's text; a token holding part of a multi-byte character reads as U+FFFD
-there, and `bytes` (its exact UTF-8 bytes) joins with its neighbours into the character.
+there, and `bytes` (its exact UTF-8 bytes) joins with its neighbours into the character. A
+special token (SmolVLM2's `<row_1_col_2>` tile markers, say), which the answer's text leaves out
+as the tokenizer's `skip_special_tokens` does, shows its name with `bytes` null (OpenAI's "no
+bytes representation"), so the entries' bytes still join into the raw text.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class TopLogprob:
     token: str
-    bytes: list[int]
+    bytes: list[int] | None  # None for a special token, which the answer's text leaves out
     logprob: float
 
 
@@ -40,7 +43,7 @@ class TokenLogprob:
     """One generated token, its log probability and the likeliest alternatives at its position."""
 
     token: str
-    bytes: list[int]
+    bytes: list[int] | None  # None for a special token, which the answer's text leaves out
     logprob: float
     top_logprobs: list[TopLogprob] = field(default_factory=list)
 
@@ -67,7 +70,7 @@ def picks(log_probs: torch.Tensor, tokens: torch.Tensor, k: int) -> list[Pick]:
 
 class TokenTexts:
     """Each token id's text and exact bytes, looked up once (byte-level BPE tokens map their
-    characters back to bytes; other tokens are decoded)."""
+    characters back to bytes; other tokens are decoded; special tokens have no bytes)."""
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
@@ -78,19 +81,26 @@ class TokenTexts:
 
         return {char: byte for byte, char in bytes_to_unicode().items()}
 
-    @functools.lru_cache(maxsize=65536)  # noqa: B019 - one instance per engine, kept for its life
-    def bytes_of(self, token: int) -> bytes:
-        piece = self.tokenizer.convert_ids_to_tokens(token)
-        if piece is not None and all(char in self.byte_of for char in piece):
-            return bytes(self.byte_of[char] for char in piece)
-        return self.tokenizer.decode([token]).encode()
+    @functools.cached_property
+    def special(self) -> set[int]:
+        """The ids that decoding with `skip_special_tokens` leaves out."""
+        added = getattr(self.tokenizer, "added_tokens_decoder", {})
+        return {token for token, info in added.items() if getattr(info, "special", False)} | set(self.tokenizer.all_special_ids)
 
     def entry(self, pick: Pick) -> TokenLogprob:
         top = [TopLogprob(*self.text(token), logprob) for token, logprob in pick.top]
         return TokenLogprob(*self.text(pick.token), pick.logprob, top)
 
-    def text(self, token: int) -> tuple[str, list[int]]:
-        data = self.bytes_of(token)
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 - one instance per engine, kept for its life
+    def text(self, token: int) -> tuple[str, list[int] | None]:
+        """(text, UTF-8 bytes) of one token; a special token's name and None."""
+        piece = self.tokenizer.convert_ids_to_tokens(token)
+        if token in self.special:
+            return piece, None
+        if piece is not None and all(char in self.byte_of for char in piece):
+            data = bytes(self.byte_of[char] for char in piece)
+        else:
+            data = self.tokenizer.decode([token]).encode()
         return data.decode("utf-8", errors="replace"), list(data)
 
 
