@@ -8,6 +8,7 @@ and OpenAI's shapes and refusals.
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 
@@ -15,7 +16,7 @@ import httpx
 import openai
 import pytest
 import torch
-from helpers import BackgroundServer
+from helpers import BackgroundServer, picture
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from smolsight.engine import Chunk, GenerationOptions
@@ -109,6 +110,17 @@ def test_entries_cover_the_answers_tokens_streamed_or_not(engine):
     assert [entry for chunk in chunks for entry in chunk.logprobs] == entries
     assert all("".join(e.token for e in chunk.logprobs).strip() == chunk.text.strip() for chunk in chunks)
     assert engine.ask(None, "Describe a cat.", max_new_tokens=4, preset="seed").logprobs is None
+
+
+def test_entries_stop_at_the_loop_guards_cut(engine):
+    for seed, split in itertools.product(range(4), (True, False)):  # as test_server's repetition test finds a loop
+        result = engine.ask(picture(seed=seed), "Describe.", max_new_tokens=150, split=split, logprobs=0, dedupe_sentences=False)
+        if result.finish_reason == "repetition":
+            break
+    else:
+        pytest.fail("the tiny model looped on none of the inputs")
+    assert len(result.logprobs) < result.output_tokens  # the loop's copies were generated, and cut with their entries
+    assert "".join(entry.token for entry in result.logprobs).strip() == result.text
 
 
 def test_special_tokens_have_a_name_but_no_bytes_and_the_bytes_join_into_the_raw_text(engine):
