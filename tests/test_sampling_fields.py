@@ -213,7 +213,7 @@ def test_n_sampled_choices_with_a_seed_are_distinct_and_reproducible(client):
 
 
 def test_n_streamed_chunks_name_their_choice(client):
-    fields = dict(max_tokens=5, n=3, temperature=1.0, seed=3, extra_body={"preset": "creative"})
+    fields = {"max_tokens": 5, "n": 3, "temperature": 1.0, "seed": 3, "extra_body": {"preset": "creative"}}
     whole = ask(client, **fields)
     chunks = list(ask(client, **fields, stream=True, stream_options={"include_usage": True}))
     texts, finished = ["", "", ""], []

@@ -29,7 +29,8 @@ from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..engine import Chunk, Engine, Request as EngineRequest, Result
+from ..engine import Chunk, Engine, Result
+from ..engine import Request as EngineRequest
 from ..errors import ModelNotFoundError, SmolsightError
 from .batching import Batcher, Metrics, Ticket
 from .convert import to_request
