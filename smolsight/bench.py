@@ -362,7 +362,7 @@ def make_report(inputs: Inputs, engine: Engine, reports: list[PathReport], repea
             "model": engine.name,
         },
         "paths": {report.name: {"setup": report.setup, **summary, "runs": [asdict(r) for r in report.runs]}
-                  for report, summary in zip(reports, (seed, smol))},  # fmt: skip
+                  for report, summary in zip(reports, (seed, smol), strict=True)},  # fmt: skip
         "speedup": {
             "load": faster("load_s"),
             "ttft": faster("ttft_s"),

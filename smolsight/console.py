@@ -40,6 +40,6 @@ def format_table(headers: list[str], rows: list[list[str]], right: tuple[int, ..
     right-aligned (numbers)."""
     table = [headers, *rows]
     widths = [max(display_width(row[i]) for row in table) for i in range(len(headers))]
-    lines = [" | ".join(pad(cell, w, i in right) for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in table]
+    lines = [" | ".join(pad(cell, w, i in right) for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip() for row in table]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)

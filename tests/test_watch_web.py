@@ -50,6 +50,8 @@ def test_serve_watch_answers_through_the_servers_batcher(tmp_path, engine):
     assert 'smolsight_watch_frames_seen_total{source="yard"} 6.0' in metrics
     asked = total(metrics, "smolsight_watch_questions_total")
     assert asked >= 4 and total(server_metrics, "smolsight_finished_total") == asked  # every question went through the batcher
+    assert total(server_metrics, 'smolsight_requests_total{endpoint="/watch",status="200"}') >= 3  # state (polled), frame, metrics
+    assert 'endpoint="other"' not in server_metrics
 
 
 def total(metrics: str, name: str) -> float:

@@ -46,6 +46,12 @@ class AnswerText:
     def removed(self) -> int:
         return self.filter.removed if self.filter else 0
 
+    @property
+    def settled(self) -> int:
+        """Characters of the raw text whose fate is decided: returned, or dropped (by the sentence
+        filter or as whitespace at the answer's start); what is still held back is not."""
+        return self.passed - self.filter_held() - len(self.space)
+
     def advance(self, raw: str, final: int) -> str:
         """New answer text, given all text decoded so far and how many of its characters no loop
         can remove (`final`)."""

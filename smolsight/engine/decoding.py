@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .logprobs import Pick, picks
 from .options import GenerationOptions
 
 
@@ -149,6 +150,9 @@ class TokenChooser:
     `penalize_prompt` off, on generated tokens only, so a question about fire can still say "fire"),
     `frequency_penalty`/`presence_penalty` as in OpenAI's API, `no_repeat_ngram_size` as in
     transformers. Each row keeps its own token counts so rows of a batch never interact.
+    `logit_bias` is added to the logits first, as OpenAI does (+100 all but forces a token, -100
+    all but bans it). With `logprobs` asked for, `picks` reports each row's choice under the
+    model's own distribution (see smolsight.engine.logprobs); otherwise nothing is computed for it.
     """
 
     def __init__(self, options: GenerationOptions, prompt_ids: torch.Tensor, vocab: int) -> None:
@@ -158,6 +162,9 @@ class TokenChooser:
         self.generated: list[list[int]] = [[] for _ in range(batch)]
         self.penalised = options.repetition_penalty != 1.0
         self.in_prompt = prompt_mask(prompt_ids, vocab) if self.penalised and options.penalize_prompt else None
+        self.bias_ids = torch.tensor([token for token, _ in options.logit_bias], dtype=torch.long, device=device)
+        self.bias_values = torch.tensor([bias for _, bias in options.logit_bias], dtype=torch.float32, device=device)
+        self.log_probs: torch.Tensor | None = None  # [B, V] the model's own, at the last step, when logprobs are asked for
         self.generator = None
         if not options.greedy:
             self.generator = torch.Generator(device=device)
@@ -166,6 +173,10 @@ class TokenChooser:
     def __call__(self, logits: torch.Tensor, ban: list[int] | None = None, banned_rows: torch.Tensor | None = None) -> torch.Tensor:
         """logits [B, V] (float32) -> tokens [B]; `ban` tokens are forbidden in `banned_rows` [B] (min length)."""
         o = self.options
+        if o.logprobs is not None:
+            self.log_probs = logits.log_softmax(-1)
+        if o.logit_bias:  # in place on the biased columns only, as the bans below are
+            logits[:, self.bias_ids] += self.bias_values
         if self.penalised:
             seen = self.counts > 0 if self.in_prompt is None else (self.counts > 0) | self.in_prompt
             penalised = torch.where(logits > 0, logits / o.repetition_penalty, logits * o.repetition_penalty)
@@ -205,6 +216,13 @@ class TokenChooser:
             if banned:
                 logits[row, banned] = float("-inf")
         return logits
+
+    def picks(self, tokens: torch.Tensor) -> list[Pick] | None:
+        """The rows' chosen `tokens` [B] with their log probabilities and the likeliest
+        alternatives at the last step; None when the options ask for no logprobs."""
+        if self.options.logprobs is None:
+            return None
+        return picks(self.log_probs, tokens, self.options.logprobs)
 
     def record(self, tokens: torch.Tensor) -> None:
         self.counts.scatter_add_(1, tokens[:, None], torch.ones_like(tokens[:, None], dtype=torch.int32))

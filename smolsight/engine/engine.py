@@ -19,7 +19,7 @@ from . import openmp  # noqa: F401  (must come before torch)
 
 import torch  # noqa: E402
 
-from . import decoding, fastpaths, ocr
+from . import decoding, fastpaths, logprobs, ocr
 from ..errors import MediaError
 from .fastpaths import FastPaths
 from .generation import PREFILL_CHUNK, Chunk, Generation, Result
@@ -72,6 +72,7 @@ class Engine:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.vocab = model.config.text_config.vocab_size
         self.layout = decoding.layout_tokens(self.tokenizer, self.vocab)
+        self.token_texts = logprobs.TokenTexts(self.tokenizer)
         self.vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.decode_forward = fastpaths.decode_step(model, fast)  # the model's one-token forward
 
@@ -148,6 +149,7 @@ class Engine:
             if message.video is not None and not isinstance(message.video, Video):
                 message.video = self.load_video(message.video, request)
         validate(request.messages)
+        request.options.check_vocabulary(self.vocab)
         lines = self.read_text(request)
         if request.ocr == "answer":
             return {"input_ids": torch.empty(0, dtype=torch.long), "ocr": lines}

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from . import decoding, fastpaths
+from . import decoding, fastpaths, logprobs
 from .answer import AnswerText
 from .options import GenerationOptions
 from .redundancy import repetition_metrics
@@ -41,6 +41,7 @@ class Chunk:
 
     row: int
     text: str
+    logprobs: list[logprobs.TokenLogprob] | None = None  # the tokens this text settled, when the request asks for logprobs
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Result:
     held_back_chars: int = 0  # most characters generated but not yet streamed, at any one time
     metrics: dict = field(default_factory=dict)
     ocr: list[dict] | None = None  # the lines OCR read, when the request asked for OCR
+    logprobs: list[logprobs.TokenLogprob] | None = None  # the answer's tokens, when the options ask for logprobs
 
     @property
     def tokens_per_s(self) -> float:
@@ -71,8 +73,9 @@ class Result:
         data = asdict(self)
         data["tokens_per_s"] = round(self.tokens_per_s, 2)
         data.pop("row")
-        if self.ocr is None:
-            data.pop("ocr")
+        for name in ("ocr", "logprobs"):
+            if data[name] is None:
+                data.pop(name)
         return data
 
 
@@ -184,13 +187,15 @@ class Generation:
         pending = torch.tensor([row.pending_min], device=logits.device)
         token = row.chooser(logits[None], sorted(self.engine.eos_ids), pending)
         row.chooser.record(token)
+        picks = row.chooser.picks(token)
         if row.ttft is None:
             row.ttft = time.perf_counter() - row.start
-        piece = row.push(int(token[0]), self.engine)
+        piece = row.push(int(token[0]), self.engine, picks[0] if picks else None)
         if not row.done and cancelled(row.key):
             piece += row.finish("cancelled", self.engine)
-        if piece:
-            events.append(Chunk(row.key, piece))
+        entries = row.settled_logprobs(self.engine)
+        if piece or entries:
+            events.append(Chunk(row.key, piece, entries))
         if row.done:
             events.append(self.result(row))
         else:
@@ -212,6 +217,7 @@ class Generation:
             held_back_chars=row.answer.held_max,
             metrics=repetition_metrics(text).to_dict(),  # of the answer returned; raw_text keeps the rest
             ocr=row.ocr,
+            logprobs=row.trail.entries if row.trail is not None else None,
             **self.engine.runtime,
         )
 
@@ -240,6 +246,7 @@ class RowState:
         self.read_offset = 0
         self.text = ""  # decoded text of the tokens so far (but an incomplete last character)
         self.ends: list[int] = []  # ends[i]: len(text) once token i was decoded
+        self.trail = logprobs.LogprobTrail() if options.logprobs is not None else None
 
     @property
     def done(self) -> bool:
@@ -256,16 +263,21 @@ class RowState:
         if end is None:
             self.text += self.rest(engine)
             end = len(self.text)
+        if self.trail is not None:
+            self.trail.cut(end)
         return self.answer.close(self.text, end)
 
-    def push(self, token: int, engine: Engine) -> str:
-        """Record a token; return newly final answer text; decide whether the row is done."""
+    def push(self, token: int, engine: Engine, pick: logprobs.Pick | None = None) -> str:
+        """Record a token (and its logprobs, when asked for); return newly final answer text;
+        decide whether the row is done."""
         if token in engine.eos_ids and not self.pending_min:
             return self.finish("stop", engine)
         self.tokens.append(token)
         hit = self.guard.push(token) if self.guard is not None else None
         self.text += self.next_text(engine)
         self.ends.append(len(self.text))
+        if self.trail is not None:
+            self.trail.add(pick, self.ends[-2] if len(self.ends) > 1 else 0, self.ends[-1])
         if hit is not None:
             keep = decoding.clean_cut(self.tokens, hit, engine.decode)
             return self.finish("repetition", engine, self.ends[keep - 1])
@@ -280,6 +292,13 @@ class RowState:
             self.reason = "repetition"
             piece += self.answer.end_repeating()
         return piece
+
+    def settled_logprobs(self, engine: Engine) -> list[logprobs.TokenLogprob] | None:
+        """Logprob entries of the tokens whose text the answer has now returned or dropped (all the
+        answer's tokens once the row is done) and that were not handed out yet; None if not asked."""
+        if self.trail is None:
+            return None
+        return self.trail.release(None if self.done else self.answer.settled, engine.token_texts)
 
     def next_text(self, engine: Engine) -> str:
         """Incremental detokenisation (prefix/read offsets) so streaming costs O(1) per token,

@@ -32,6 +32,8 @@ class GenerationOptions:
     guard_window: int = 512  # longest period (in tokens) the guard looks for: a paragraph
     guard_min_tokens: int = 24  # short units must also span this many tokens ("ha ha ha" survives); layout units 4x
     dedupe_sentences: bool = True
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) pairs added to the logits, sorted by id
+    logprobs: int | None = None  # None: none; k: each token's log probability and the k likeliest alternatives
 
     def __post_init__(self) -> None:
         checks = [
@@ -48,14 +50,32 @@ class GenerationOptions:
             (1 <= self.guard_window <= 1024, "guard_window must be in [1, 1024]"),
             (self.guard_min_tokens >= 0, "guard_min_tokens must be >= 0"),
             (all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings"),
+            (all(token >= 0 for token, _ in self.logit_bias), "logit_bias token ids must be >= 0"),
+            (all(-100 <= bias <= 100 for _, bias in self.logit_bias), "logit_bias values must be in [-100, 100]"),
+            (self.logprobs is None or 0 <= self.logprobs <= MAX_TOP_LOGPROBS, f"logprobs must be in [0, {MAX_TOP_LOGPROBS}]"),
         ]
         for ok, message in checks:
             if not ok:
                 raise SmolsightError(f"invalid generation option: {message}")
 
+    def check_vocabulary(self, vocab: int) -> None:
+        """Refuse a `logit_bias` on token ids the model does not have (checked before any work)."""
+        outside = [token for token, _ in self.logit_bias if token >= vocab]
+        if outside:
+            raise SmolsightError(f"invalid generation option: logit_bias token id(s) {', '.join(map(str, outside[:5]))} "
+                                 f"outside the model's vocabulary of {vocab} tokens (ids 0..{vocab - 1})")  # fmt: skip
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    def for_choice(self, index: int) -> "GenerationOptions":
+        """The options of choice `index` of several answers to one request: sampling with a seed
+        uses seed + index (so each choice differs and all are reproducible); greedy choices are
+        the same options, hence the same answer."""
+        if index == 0 or self.greedy or self.seed is None:
+            return self
+        return replace(self, seed=(self.seed + index) % 2**64)
 
     def with_overrides(self, **overrides) -> "GenerationOptions":
         """A copy with the given fields changed; None means 'keep the preset's value'."""
@@ -67,12 +87,29 @@ class GenerationOptions:
         if "stop" in values:
             stop = values["stop"]
             values["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
+        if "logit_bias" in values:
+            values["logit_bias"] = bias_pairs(values["logit_bias"])
         return replace(self, **values)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["stop"] = list(self.stop)
+        data["logit_bias"] = {str(token): bias for token, bias in self.logit_bias}
         return data
+
+
+MAX_TOP_LOGPROBS = 20  # alternatives per token, as OpenAI allows
+
+
+def bias_pairs(bias) -> tuple[tuple[int, float], ...]:
+    """A logit bias as sorted (token id, bias) pairs, from a mapping (JSON's string keys
+    included) or pairs, so that options stay hashable and equal biases compare equal."""
+    items = bias.items() if isinstance(bias, dict) else bias
+    try:
+        pairs = {int(token): float(value) for token, value in items}
+    except (TypeError, ValueError):
+        raise SmolsightError("invalid generation option: logit_bias maps token ids (integers) to numbers") from None
+    return tuple(sorted(pairs.items()))
 
 
 PRESETS: dict[str, GenerationOptions] = {

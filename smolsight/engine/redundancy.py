@@ -473,7 +473,7 @@ def _repeated_clauses(text: str) -> tuple[int, int]:
 
 
 def _distinct(units: Sequence[Hashable], n: int) -> float:
-    grams = list(zip(*(units[i:] for i in range(n))))
+    grams = list(zip(*(units[i:] for i in range(n)), strict=False))  # shifted copies: the shortest ends it
     return len(set(grams)) / len(grams) if grams else 0.0
 
 

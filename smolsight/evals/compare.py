@@ -38,12 +38,12 @@ def comparison(runs: list[Run]) -> dict:
             "id": case_id, "scenario": first.scenario, "expected": first.expected, "differs": len(verdicts) > 1,
             "runs": {letter: None if e is None else {"passed": e.passed, "score": e.score, "answer": e.answer,
                                                      "latency_s": e.latency_s, "looped": bool(e.metrics.get("looped"))}
-                     for letter, e in zip(letters, entries)},
+                     for letter, e in zip(letters, entries, strict=True)},
         })  # fmt: skip
     return {
-        "runs": [{"letter": letter, "label": run.label, **run.meta} for letter, run in zip(letters, runs)],
-        "overall": {letter: s["overall"] for letter, s in zip(letters, summaries)},
-        "scenarios": {sc: {letter: s["scenarios"].get(sc) for letter, s in zip(letters, summaries)} for sc in scenarios},
+        "runs": [{"letter": letter, "label": run.label, **run.meta} for letter, run in zip(letters, runs, strict=True)],
+        "overall": {letter: s["overall"] for letter, s in zip(letters, summaries, strict=True)},
+        "scenarios": {sc: {letter: s["scenarios"].get(sc) for letter, s in zip(letters, summaries, strict=True)} for sc in scenarios},
         "cases": cases,
     }
 

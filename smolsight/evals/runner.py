@@ -131,8 +131,8 @@ def plan_run(suite: Suite, preset: str | None = None, prompt_style: str = "short
 def answer_cases(backend: Backend, cases: list[Case], plan: RunPlan) -> list[CaseResult]:
     """The cases answered as one batch and scored; a case that cannot run is an error row."""
     prompts = [case_prompt(case, plan.prompt_style) for case in cases]
-    requests = [request_or_error([str(m) for m in c.media], p, plan.options, plan.settings) for c, p in zip(cases, prompts)]
-    return [_record(c, p, o, plan.loop_rule) for c, p, o in zip(cases, prompts, answer_isolated(backend, requests))]
+    requests = [request_or_error([str(m) for m in c.media], p, plan.options, plan.settings) for c, p in zip(cases, prompts, strict=True)]
+    return [_record(c, p, o, plan.loop_rule) for c, p, o in zip(cases, prompts, answer_isolated(backend, requests), strict=True)]
 
 
 def progress_bar(total: int, enabled: bool):

@@ -253,7 +253,7 @@ def _yaml_entries(path: Path, text: str) -> tuple[dict[str, Any], list[tuple[int
         cases_node, header, cases = node, {}, data
     if not isinstance(cases, list) or not isinstance(cases_node, yaml.SequenceNode):
         raise SuiteError(f"{path}: expected a list of cases, or a mapping with a 'cases' list")
-    return header, [(item.start_mark.line + 1, case) for item, case in zip(cases_node.value, cases)]
+    return header, [(item.start_mark.line + 1, case) for item, case in zip(cases_node.value, cases, strict=True)]
 
 
 def yaml_problem(path: Path, error: yaml.YAMLError) -> str:

@@ -382,12 +382,12 @@ def _shrimp(rng: np.random.Generator, centre: np.ndarray, length: float) -> _Shr
 def _draw_shrimp(draw: ImageDraw.ImageDraw, shrimp: _Shrimp, colour: Colour) -> None:
     """Outline, tail and eyes first, the body over them: eyes then show only where they stick
     out, and never cut a sliver off the body (which would count as a second shrimp)."""
-    for point, radius in zip(shrimp.skeleton, shrimp.radii):
+    for point, radius in zip(shrimp.skeleton, shrimp.radii, strict=True):
         _disc(draw, point, radius + OUTLINE, SHRIMP_OUTLINE)
     draw.polygon(shrimp.tail, fill=colour, outline=SHRIMP_OUTLINE)
     for eye in shrimp.eyes:
         _disc(draw, eye, shrimp.eye_radius, SHRIMP_EYE)
-    for point, radius in zip(shrimp.skeleton, shrimp.radii):
+    for point, radius in zip(shrimp.skeleton, shrimp.radii, strict=True):
         _disc(draw, point, radius, colour)
 
 
@@ -501,7 +501,7 @@ def _draw_sign(rng: np.random.Generator, sign: _Sign) -> tuple[Image.Image, list
         for y in (top - 15, top + sum(heights) + 15):
             _disc(draw, (x, y), 5, (120, 120, 125))  # rivets
     boxes = []
-    for line, size, ink, height in zip(sign.lines, sign.sizes, sign.ink, heights):
+    for line, size, ink, height in zip(sign.lines, sign.sizes, sign.ink, heights, strict=True):
         position = (w / 2 + rng.uniform(-10, 10), top + height / 2)
         draw.text(position, line, fill=ink, font=font(size), anchor="mm")
         boxes.append(_ints(draw.textbbox(position, line, font=font(size), anchor="mm")))

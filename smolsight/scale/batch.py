@@ -108,7 +108,7 @@ def answer_items(backend: Backend, items: list[Item], options: GenerationOptions
     """One output row per item, answered as one batch; an item that fails gets an error row."""
     requests = [request_or_error(item.media, item.prompt, options, settings) for item in items]
     model = getattr(backend, "name", type(backend).__name__)
-    return [row(item, outcome, model) for item, outcome in zip(items, answer_isolated(backend, requests))]
+    return [row(item, outcome, model) for item, outcome in zip(items, answer_isolated(backend, requests), strict=True)]
 
 
 def row(item: Item, outcome, model: str) -> dict:

@@ -21,7 +21,7 @@ def answer_indices(engine, payloads: list[dict], plan: RunPlan) -> list[dict]:
     """Inside an actor: the planned cases at these indices, answered and scored."""
     cases = [plan.cases[p["index"]] for p in payloads]
     results = answer_cases(engine, cases, plan)
-    return [{"index": p["index"], "runtime": engine.runtime, "case": asdict(r)} for p, r in zip(payloads, results)]
+    return [{"index": p["index"], "runtime": engine.runtime, "case": asdict(r)} for p, r in zip(payloads, results, strict=True)]
 
 
 def run_suite_on_ray(plan: RunPlan, spec: EngineSpec, pool: Pool, progress: bool = True, label: str | None = None) -> Run:

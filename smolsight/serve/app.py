@@ -14,6 +14,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from importlib import resources
 
 import uvicorn
@@ -29,6 +30,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine import Chunk, Engine, Result
+from ..engine import Request as EngineRequest
 from ..errors import ModelNotFoundError, SmolsightError
 from .batching import Batcher, Metrics, Ticket
 from .convert import to_request
@@ -48,6 +50,7 @@ from .protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     Choice,
+    ChoiceLogprobs,
     ChunkChoice,
     Delta,
     ModelCard,
@@ -94,17 +97,24 @@ class BodyLimit:
 class Accounting:
     """Outermost layer: stamps each request's arrival (time to first token counts from
     here), counts responses by endpoint and status, and answers any unexpected exception
-    with a 500 in OpenAI's shape."""
+    with a 500 in OpenAI's shape. An added router's paths count under its prefix (the watch
+    dashboard's under `/watch`); any other path is `other`."""
 
-    def __init__(self, app, metrics: Metrics) -> None:
+    def __init__(self, app, metrics: Metrics, prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
         self.metrics = metrics
+        self.prefixes = prefixes
+
+    def endpoint(self, path: str) -> str:
+        if path in ENDPOINTS:
+            return path
+        return next((prefix for prefix in self.prefixes if path == prefix or path.startswith(prefix + "/")), "other")
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         scope.setdefault("state", {})["arrival"] = time.perf_counter()
-        endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
+        endpoint = self.endpoint(scope["path"])
         started = False
 
         async def counted(message) -> None:
@@ -136,51 +146,75 @@ class Service:
         self.metrics = Metrics(settings.max_batch_size)
         self.batcher = Batcher(engine, settings.batching(), self.metrics)
         self.media = settings.media(engine)
+        self.vocab = engine.model.config.text_config.vocab_size
 
     async def complete(self, body: ChatCompletionRequest, request: Request) -> Response:
         if body.model is not None and body.model != self.model_name:
             raise ModelNotFoundError(f"model {body.model!r} is not served here; this server serves {self.model_name!r} (see /v1/models)")
-        engine_request = await run_in_threadpool(to_request, body, self.media, self.settings.max_tokens)
-        ticket = self.batcher.submit(engine_request, request.state.arrival)
-        events = ticket.events()
-        async with cancelled_on_disconnect(request, ticket):
+        n = body.choice_count(self.settings.max_batch_size)
+        engine_request = await run_in_threadpool(to_request, body, self.media, self.settings.max_tokens, self.vocab)
+        tickets = self.submit(engine_request, n, request.state.arrival)
+        events = merged(tickets)
+        async with cancelled_on_disconnect(request, tickets):
             first = await anext(events)
             if not body.stream:
-                result = first if isinstance(first, Result) else [event async for event in events][-1]
-                return JSONResponse(self.response(result, ticket).model_dump(mode="json"))
-        stream = self.sse(ticket, first, events, body.include_usage)
+                results = {index: event async for index, event in prepend(first, events) if isinstance(event, Result)}
+                return JSONResponse(self.response([results[i] for i in range(n)], tickets).model_dump(mode="json"))
+        stream = self.sse(tickets, first, events, body.include_usage)
         return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    def response(self, result: Result, ticket: Ticket) -> ChatCompletionResponse:
+    def submit(self, request: EngineRequest, n: int, arrival: float) -> list[Ticket]:
+        """Queue the request's `n` choices together (choice i with `options.for_choice(i)`), so
+        that they are generated as rows of one batch; if the queue refuses one, none is kept."""
+        tickets: list[Ticket] = []
+        try:
+            for index in range(n):
+                tickets.append(self.batcher.submit(replace(request, options=request.options.for_choice(index)), arrival))
+        except SmolsightError:
+            for ticket in tickets:
+                ticket.cancel()
+            raise
+        return tickets
+
+    def response(self, results: list[Result], tickets: list[Ticket]) -> ChatCompletionResponse:
+        choices = [Choice(finish_reason=result.finish_reason, index=index, logprobs=ChoiceLogprobs.of(result.logprobs),
+                          message=ResponseMessage(content=result.text)) for index, result in enumerate(results)]  # fmt: skip
         return ChatCompletionResponse(
-            choices=[Choice(finish_reason=result.finish_reason, message=ResponseMessage(content=result.text))],
+            choices=choices,
             model=self.model_name,
-            usage=Usage.of(result),
-            timings=Timings(**ticket.timings(result)),
-            ocr=result.ocr,
+            usage=Usage.of(results),
+            timings=request_timings(tickets, results),
+            ocr=results[0].ocr,
         )
 
-    async def sse(self, ticket: Ticket, event: Chunk | Result, events: AsyncIterator, include_usage: bool) -> AsyncIterator[str]:
-        """OpenAI's chunk stream: the role, the text pieces, the finish reason (with timings),
-        the usage if asked for, then [DONE]. A client that leaves cancels its generation."""
+    async def sse(self, tickets: list[Ticket], first: tuple[int, Chunk | Result], events: AsyncIterator, include_usage: bool) -> AsyncIterator[str]:
+        """OpenAI's chunk stream: each choice's role, the text pieces (with their tokens' logprobs
+        when asked for) and each choice's finish reason (with its timings) as they come, each
+        chunk naming its choice's `index`; the usage if asked for, then [DONE]. A client that
+        leaves cancels its generation."""
         header = {"id": completion_id(), "created": int(time.time()), "model": self.model_name}
 
         def chunk(**fields) -> str:
             return frame(ChatCompletionChunk(**header, **fields))
 
+        results: dict[int, Result] = {}
         try:
-            yield chunk(choices=[ChunkChoice(delta=Delta(role="assistant", content=""))])
-            while isinstance(event, Chunk):
-                yield chunk(choices=[ChunkChoice(delta=Delta(content=event.text))])
-                event = await anext(events)
-            yield chunk(choices=[ChunkChoice(delta=Delta(), finish_reason=event.finish_reason)], timings=Timings(**ticket.timings(event)),
-                        ocr=event.ocr)
+            for index in range(len(tickets)):
+                yield chunk(choices=[ChunkChoice(delta=Delta(role="assistant", content=""), index=index)])
+            async for index, event in prepend(first, events):
+                if isinstance(event, Chunk):
+                    yield chunk(choices=[ChunkChoice(delta=Delta(content=event.text), index=index, logprobs=ChoiceLogprobs.of(event.logprobs))])
+                    continue
+                results[index] = event
+                yield chunk(choices=[ChunkChoice(delta=Delta(), finish_reason=event.finish_reason, index=index)],
+                            timings=Timings(**tickets[index].timings(event)), ocr=event.ocr)  # fmt: skip
             if include_usage:
-                yield chunk(choices=[], usage=Usage.of(event))
+                yield chunk(choices=[], usage=Usage.of([results[i] for i in range(len(tickets))]))
         except SmolsightError as exc:
             yield frame(error_body(str(exc), *status_of(exc)))
         finally:
-            ticket.cancel()
+            for ticket in tickets:
+                ticket.cancel()
         yield "data: [DONE]\n\n"
 
     def models(self) -> ModelList:
@@ -197,16 +231,57 @@ def frame(payload: BaseModel) -> str:
     return f"data: {payload.model_dump_json()}\n\n"
 
 
+def request_timings(tickets: list[Ticket], results: list[Result]) -> Timings:
+    """One request's timings over its choices: the first to start and to give a token, the last
+    to end, and their speeds added up (the request's tokens per second)."""
+    each = [ticket.timings(result) for ticket, result in zip(tickets, results, strict=True)]
+    return Timings(queue_s=min(t["queue_s"] for t in each), ttft_s=min(t["ttft_s"] for t in each),
+                   total_s=max(t["total_s"] for t in each), tokens_per_s=round(sum(t["tokens_per_s"] for t in each), 2))  # fmt: skip
+
+
+async def merged(tickets: list[Ticket]) -> AsyncIterator[tuple[int, Chunk | Result]]:
+    """The events of a request's choices as they come, as (choice index, event), until every
+    choice has its `Result`; a choice's failure is raised."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(index: int, ticket: Ticket) -> None:
+        try:
+            async for event in ticket.events():
+                queue.put_nowait((index, event))
+        except SmolsightError as exc:
+            queue.put_nowait((index, exc))
+
+    pumps = [asyncio.create_task(pump(index, ticket)) for index, ticket in enumerate(tickets)]
+    try:
+        finished = 0
+        while finished < len(tickets):
+            index, event = await queue.get()
+            if isinstance(event, SmolsightError):
+                raise event
+            finished += isinstance(event, Result)
+            yield index, event
+    finally:
+        for task in pumps:
+            task.cancel()
+
+
+async def prepend(first, rest: AsyncIterator) -> AsyncIterator:
+    yield first
+    async for item in rest:
+        yield item
+
+
 @asynccontextmanager
-async def cancelled_on_disconnect(request: Request, ticket: Ticket):
-    """Cancel the ticket if the client disconnects while we wait (the body is already read,
+async def cancelled_on_disconnect(request: Request, tickets: list[Ticket]):
+    """Cancel the tickets if the client disconnects while we wait (the body is already read,
     so the next ASGI message can only be the disconnect)."""
 
     async def watch() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
-        ticket.cancel()
-        ticket.push(ClientGoneError("the client disconnected"))
+        for ticket in tickets:
+            ticket.cancel()
+            ticket.push(ClientGoneError("the client disconnected"))
 
     watcher = asyncio.create_task(watch())
     try:
@@ -259,7 +334,7 @@ def create_app(engine: Engine, settings: ServerSettings | None = None, routers: 
     if settings.cors_origins:  # answers preflights (OPTIONS) itself, before the key gate
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "OPTIONS"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)  # fmt: skip
-    app.add_middleware(Accounting, metrics=service.metrics)
+    app.add_middleware(Accounting, metrics=service.metrics, prefixes=tuple(router.prefix for router in routers if router.prefix))
     app.add_exception_handler(SmolsightError, smolsight_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -30,9 +30,10 @@ from .protocol import (
 from .settings import CHARS_PER_TOKEN, MAX_IMAGES, MediaPolicy
 
 
-def to_request(body: ChatCompletionRequest, media: MediaPolicy, max_tokens: int) -> Request:
-    """The engine request for `body`, under the server's media policy and token limit."""
-    options = body.generation_options(max_tokens)
+def to_request(body: ChatCompletionRequest, media: MediaPolicy, max_tokens: int, vocab: int | None = None) -> Request:
+    """The engine request for `body`, under the server's media policy and token limit (and the
+    model's vocabulary size, which bounds `logit_bias`'s token ids)."""
+    options = body.generation_options(max_tokens, vocab)
     check_text_length(body, media.max_input_tokens)
     parts = body.user_parts()
     images = [p for p in parts if isinstance(p, ImagePart)]

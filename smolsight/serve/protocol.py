@@ -6,9 +6,10 @@ is not a number). Every message shape OpenAI clients send is read: an assistant 
 back with `refusal`/`tool_calls`/`audio` set to null, tool results, `image_url` as a bare
 string, parts with extra keys such as `cache_control`. Request fields that change nothing
 here are accepted and ignored (`IGNORED_FIELDS`); what would change the answer in a way
-smolsight cannot honour yet (`n` > 1, `logprobs`, `logit_bias`, a JSON `response_format`, a
-forced tool call) is refused with a 400 that says so, never silently dropped. Unknown fields
-are refused.
+smolsight cannot honour yet (a JSON `response_format`, a forced tool call) is refused with a 400
+that says so, never silently dropped. Unknown fields are refused. `n` choices are generated as
+`n` rows (choice i samples with `seed + i`), `logprobs` come from the model's own distribution
+(see smolsight.engine.logprobs), `logit_bias` is added to the logits before anything else.
 
 Schema only: the request converts itself into generation options, and smolsight.serve.convert
 turns it, media and all, into an engine `Request`.
@@ -18,13 +19,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from ..engine import Result
-from ..engine.options import DEFAULT_PRESET, PRESETS, GenerationOptions, resolve_options
+from ..engine.options import DEFAULT_PRESET, MAX_TOP_LOGPROBS, PRESETS, GenerationOptions, resolve_options
 from ..errors import SmolsightError
+
+if TYPE_CHECKING:
+    from ..engine.logprobs import TokenLogprob as EngineTokenLogprob
 
 # `qa` is left out: its prompt names a subject that only evaluation suites supply.
 SERVER_TASKS = ("count", "read", "describe", "trend", "measure", "accident")
@@ -129,7 +133,7 @@ class ResponseFormat(Strict):
 IGNORED_FIELDS = (
     "audio", "function_call", "functions", "metadata", "modalities", "parallel_tool_calls", "prediction",
     "prompt_cache_key", "reasoning_effort", "safety_identifier", "service_tier", "store", "tool_choice", "tools",
-    "top_logprobs", "verbosity", "web_search_options",
+    "verbosity", "web_search_options",
 )  # fmt: skip
 
 
@@ -139,11 +143,17 @@ class ChatCompletionRequest(Strict):
     messages: list[ChatMessage] = Field(min_length=1)
     model: str | None = Field(None, description="The served model's id (see /v1/models); may be left out.")
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = Field(None, description="Not supported yet: must be empty or absent (400 otherwise).")
-    logprobs: bool | None = Field(None, description="Not supported yet: must be false or absent (400 otherwise).")
+    logit_bias: dict[str, float] | None = Field(
+        None, description="Token id (as a string) to a bias in [-100, 100], added to the model's logits before penalties and sampling."
+    )
+    logprobs: bool | None = Field(
+        None, description="Return each answer token's log probability (the model's own distribution, before bias, penalties and temperature)."
+    )
     max_completion_tokens: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1, description="Deprecated by OpenAI in favour of max_completion_tokens.")
-    n: int | None = Field(None, ge=1, description="Only one choice per request is supported yet (400 otherwise).")
+    n: int | None = Field(
+        None, description="Choices to generate (1 up to the server's --max-batch-size), as rows of one batch; with a seed, choice i uses seed + i."
+    )
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     response_format: ResponseFormat | None = Field(None, description="Only `text` yet: JSON output is refused with a 400.")
     seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
@@ -151,6 +161,7 @@ class ChatCompletionRequest(Strict):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0, le=2, description="0 is greedy.")
+    top_logprobs: int | None = Field(None, description=f"With `logprobs`: the 0..{MAX_TOP_LOGPROBS} likeliest tokens at each position.")
     top_p: float | None = Field(None, ge=0, le=1)
     user: str | None = None
     # accepted and ignored (see IGNORED_FIELDS); `tool_choice` that forces a call is refused
@@ -168,7 +179,6 @@ class ChatCompletionRequest(Strict):
     store: bool | None = None
     tool_choice: str | dict | None = None
     tools: list[dict] | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
     verbosity: str | None = None
     web_search_options: dict | None = None
     # smolsight extensions
@@ -198,10 +208,12 @@ class ChatCompletionRequest(Strict):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
-    def generation_options(self, max_tokens: int) -> GenerationOptions:
+    def generation_options(self, max_tokens: int, vocab: int | None = None) -> GenerationOptions:
+        """The engine's options for this request (choice 0 of `n`); `vocab` bounds `logit_bias`'s ids."""
         self.refuse_unsupported()
+        self.check_logprobs()
         greedy = self.temperature == 0 or (self.temperature is None and PRESETS[self.preset or DEFAULT_PRESET].greedy)
-        return resolve_options(
+        options = resolve_options(
             self.preset,
             max_new_tokens=self.token_budget(max_tokens),
             min_new_tokens=self.min_tokens,
@@ -213,14 +225,30 @@ class ChatCompletionRequest(Strict):
             repetition_penalty=self.repetition_penalty,
             stop=self.stop,
             seed=self.seed,
+            logit_bias=self.logit_bias,
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
         )
+        if vocab is not None:
+            options.check_vocabulary(vocab)
+        return options
+
+    def check_logprobs(self) -> None:
+        """OpenAI's rules: `top_logprobs` in 0..20, and only with `logprobs: true`."""
+        if self.top_logprobs is not None and not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise SmolsightError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.top_logprobs}")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise SmolsightError("top_logprobs needs logprobs: true")
+
+    def choice_count(self, most: int) -> int:
+        """`n`, checked against the server's batch size (the choices are rows of one batch)."""
+        n = 1 if self.n is None else self.n
+        if not 1 <= n <= most:
+            raise SmolsightError(f"n must be between 1 and {most} (this server's --max-batch-size), got {n}")
+        return n
 
     def refuse_unsupported(self) -> None:
         """What would change the answer in a way not honoured yet: a 400 that says so."""
         unsupported = [
-            (self.n not in (None, 1), f"n={self.n}: one choice per request is supported; send {self.n} requests"),
-            (bool(self.logprobs), "logprobs are not supported yet"),
-            (bool(self.logit_bias), "logit_bias is not supported yet"),
             (self.response_format is not None and self.response_format.type != "text",
              "response_format json_object/json_schema (structured output) is not supported yet; ask for JSON in the prompt"),
             (self.tool_choice not in (None, "none", "auto"), "tool calls are not supported: tool_choice may only be none or auto"),
@@ -254,8 +282,10 @@ class Usage(BaseModel):
     total_tokens: int
 
     @classmethod
-    def of(cls, result: Result) -> "Usage":
-        return cls(prompt_tokens=result.input_tokens, completion_tokens=result.output_tokens, total_tokens=result.input_tokens + result.output_tokens)
+    def of(cls, results: list[Result]) -> "Usage":
+        """The choices of one request: its prompt counted once, every choice's tokens."""
+        prompt, completion = results[0].input_tokens, sum(result.output_tokens for result in results)
+        return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 class Timings(BaseModel):
@@ -277,6 +307,33 @@ class OcrLine(BaseModel):
     source: str = Field(description="Which image (`image 2`) or video frame (`frame at 1.5 s`); empty for a single image.")
 
 
+class TopLogprob(BaseModel):
+    token: str
+    bytes: list[int] | None = Field(description="The token's UTF-8 bytes (a character split over tokens joins from these).")
+    logprob: float
+
+
+class TokenLogprob(BaseModel):
+    token: str
+    bytes: list[int] | None
+    logprob: float = Field(description="Under the model's own distribution, before logit_bias, penalties and temperature.")
+    top_logprobs: list[TopLogprob] = Field(description="The likeliest tokens at this position, likeliest first (`top_logprobs` of them).")
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None = Field(
+        description="The tokens the answer was made from: up to where its text ends, including tokens of sentences the "
+        "de-duplication dropped; without the end-of-utterance token."
+    )
+    refusal: list[TokenLogprob] | None = None
+
+    @classmethod
+    def of(cls, entries: list[EngineTokenLogprob] | None) -> "ChoiceLogprobs | None":
+        if entries is None:
+            return None
+        return cls(content=[TokenLogprob.model_validate(entry, from_attributes=True) for entry in entries])
+
+
 class ResponseMessage(BaseModel):
     content: str | None
     refusal: str | None = None
@@ -286,7 +343,7 @@ class ResponseMessage(BaseModel):
 class Choice(BaseModel):
     finish_reason: FinishReason = Field(description="OpenAI's reasons plus `repetition` (the loop guard stopped a loop) and `cancelled`.")
     index: int = 0
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     message: ResponseMessage
 
 
@@ -329,7 +386,7 @@ class ChunkChoice(BaseModel):
     delta: Delta
     finish_reason: FinishReason | None = None
     index: int = 0
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):

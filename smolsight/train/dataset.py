@@ -296,7 +296,7 @@ def encode(example: Example, engine: Engine, settings: dict) -> dict[str, torch.
         ids.append(tokens(engine, answer))
         trained.append(True)
         rendered = prompt + answer
-    labels = [piece if train else torch.full_like(piece, IGNORE) for piece, train in zip(ids, trained)]
+    labels = [piece if train else torch.full_like(piece, IGNORE) for piece, train in zip(ids, trained, strict=True)]
     return {"input_ids": torch.cat(ids), "labels": torch.cat(labels), **pixels}
 
 
@@ -315,7 +315,7 @@ def collate(encoded: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, to
     }
     for key in ("pixel_values", "pixel_attention_mask"):  # [B, N, 3, H, W] and [B, N, H, W]
         if key in encoded[0]:
-            shape = tuple(max(sizes) for sizes in zip(*(e[key].shape for e in encoded)))
+            shape = tuple(max(sizes) for sizes in zip(*(e[key].shape for e in encoded), strict=True))
             batch[key] = pad_stack([e[key] for e in encoded], shape, 0)
     return batch
 

@@ -193,7 +193,7 @@ class Fields:
         value = self.get(key, list, required=True)
         if not value:
             self.fail(key, "must list at least one entry")
-        return [(item, f"{self.where}.{key}[{i}]".lstrip("."), line) for i, (item, line) in enumerate(zip(value, value.item_lines))]
+        return [(item, f"{self.where}.{key}[{i}]".lstrip("."), line) for i, (item, line) in enumerate(zip(value, value.item_lines, strict=True))]
 
     def done(self) -> None:
         unknown = [key for key in self.mapping if key not in self.read]

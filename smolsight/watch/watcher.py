@@ -260,7 +260,7 @@ class Watcher:
         started = time.perf_counter()
         outcomes = self.outcomes([self.request(q) for q in questions])
         self.metrics.latency.observe(time.perf_counter() - started)
-        for question, outcome in zip(questions, outcomes):
+        for question, outcome in zip(questions, outcomes, strict=True):
             self.decide(question, outcome)
 
     def request(self, question: Question) -> Request:
