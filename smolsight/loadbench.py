@@ -16,6 +16,7 @@ Every request is a streamed Chat Completions call through httpx, timed at the cl
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import threading
 import time
@@ -115,7 +116,7 @@ def level(url: str, model: str, prompt: str, tokens: int, concurrency: int, roun
     total = sum(a.tokens for a in answers)
     return LevelFigures(
         concurrency=concurrency, requests=len(answers), tokens=total, wall_s=round(wall, 2), tokens_per_s=round(total / wall, 1),
-        ttft_median_s=round(statistics.median(ttfts), 3), ttft_p90_s=round(ttfts[int(0.9 * (len(ttfts) - 1))], 3),
+        ttft_median_s=round(statistics.median(ttfts), 3), ttft_p90_s=round(ttfts[math.ceil(0.9 * len(ttfts)) - 1], 3),
     )  # fmt: skip
 
 
