@@ -22,13 +22,14 @@ import torch  # noqa: E402
 from . import decoding
 
 from . import fastpaths, ocr
-from ..errors import MediaError
+from ..errors import MediaError, SmolsightError
 from .fastpaths import FastPaths
 from .loading import DEFAULT_MODEL, choose_runtime, load_model
 from .media import DEFAULT_MAX_PIXELS, MediaInput, Video, is_video, load_image, load_video
 from .options import PROCESSING_SETTINGS, GenerationOptions, resolve_options
 from .prompts import Message, chat_text, images_of, validate, video_of
 from .answer import AnswerText
+from .structured import Constraint, Grammars, ResponseFormat
 from .redundancy import repetition_metrics
 
 VISION_CACHE_SIZE = 32
@@ -45,6 +46,11 @@ class Request:
     video_fps: float | None = None
     max_frames: int | None = None
     ocr: str | None = None  # "prompt": text read by OCR goes into the prompt; "answer": it is the answer (engine.ocr)
+    response_format: ResponseFormat | None = None  # the answer must be this JSON (engine.structured); None: free text
+
+    def __post_init__(self) -> None:
+        if self.response_format is not None and self.ocr == "answer":
+            raise SmolsightError("OCR's answer mode generates nothing, so it cannot follow a response_format")
 
     @classmethod
     def simple(cls, media: MediaInput | list[MediaInput] | None, prompt: str, max_pixels: int = DEFAULT_MAX_PIXELS, **settings) -> "Request":
@@ -114,6 +120,7 @@ class Engine:
         self.layout = decoding.layout_tokens(self.tokenizer, model.config.text_config.vocab_size)
         self.vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.decode_forward = fastpaths.decode_step(model, fast)  # the model's one-token forward, compiled if asked
+        self.grammars = Grammars(self.tokenizer, model.config.text_config.vocab_size, sorted(self.eos_ids))  # structured output
 
     @classmethod
     def load(
@@ -268,7 +275,8 @@ class Engine:
             attention[row, width - lengths[row] :] = 1
             prompt_ids[row, width - lengths[row] :] = p["input_ids"]
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        rows = [RowState(r, requests[r].options, lengths[r], self.layout) for r in range(batch)]
+        rows = [RowState(r, requests[r].options, lengths[r], self.layout, self.grammars.constraint(requests[r].response_format, requests[r].options, self.layout))
+                for r in range(batch)]  # fmt: skip
         choosers = self.choosers(rows, prompt_ids)
         new_tokens = max(row.options.max_new_tokens for row in rows)
         cache, mask = fastpaths.make_cache(self.model.config.text_config, self.fast.static_cache, attention, new_tokens)
@@ -282,6 +290,9 @@ class Engine:
         ttft = None
         while True:
             logits = output.logits[:, -1, :].float()
+            for row in rows:
+                if row.constraint is not None and not row.done:
+                    row.constraint.mask(logits[row.index])  # structured output: what the grammar allows
             tokens = torch.empty(batch, dtype=torch.long, device=self.device)
             for indices, chooser in choosers:
                 pending = torch.tensor([rows[i].pending_min for i in indices], device=self.device)
@@ -337,13 +348,14 @@ class Engine:
 class RowState:
     """What one row of a batch has generated, what of it is answer text, and why it stopped."""
 
-    def __init__(self, index: int, options: GenerationOptions, input_tokens: int, layout) -> None:
+    def __init__(self, index: int, options: GenerationOptions, input_tokens: int, layout, constraint: Constraint | None = None) -> None:
         self.index = index
-        self.options = options
+        self.constraint = constraint  # structured output; its rows keep their exact text (structured.row_options)
+        self.options = options if constraint is None else constraint.options
         self.input_tokens = input_tokens
         self.tokens: list[int] = []
-        self.guard = decoding.make_guard(options, layout)
-        self.answer = AnswerText(options)
+        self.guard = decoding.make_guard(self.options, layout)
+        self.answer = AnswerText(self.options)
         self.reason = ""
         self.prefix_offset = 0
         self.read_offset = 0
@@ -372,9 +384,13 @@ class RowState:
         if token in engine.eos_ids and not self.pending_min:
             return self.finish("stop", engine)
         self.tokens.append(token)
+        if self.constraint is not None:
+            self.constraint.accept(token)
         hit = self.guard.push(token) if self.guard is not None else None
         self.text += self.next_text(engine)
         self.ends.append(len(self.text))
+        if self.constraint is not None and self.constraint.complete:
+            return self.finish("stop", engine)
         if hit is not None:
             keep = decoding.clean_cut(self.tokens, hit, engine.decode)
             return self.finish("repetition", engine, self.ends[keep - 1])
