@@ -267,7 +267,7 @@ BAD_REQUESTS = [
     ("n above 1", {"messages": image_message(), "n": 2}, AUTH, 400, "invalid_request"),
     ("logprobs", {"messages": image_message(), "logprobs": True}, AUTH, 400, "invalid_request"),
     ("logit_bias", {"messages": image_message(), "logit_bias": {"50256": -100}}, AUTH, 400, "invalid_request"),
-    ("JSON output", {"messages": image_message(), "response_format": {"type": "json_object"}}, AUTH, 400, "invalid_request"),
+    ("unenforceable JSON schema", {"messages": image_message(), "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {}}}}}, AUTH, 400, "invalid_request"),
     ("forced tool call", {"messages": image_message(), "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}, AUTH, 400, "invalid_request"),
     ("boolean max_tokens", {"messages": image_message(), "max_tokens": True}, AUTH, 422, "invalid_value"),
     ("string max_tokens", {"messages": image_message(), "max_tokens": "10"}, AUTH, 422, "invalid_value"),
