@@ -44,8 +44,10 @@ JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separa
 ANY_OBJECT = {"type": "object"}
 CLOSING_CHARS = frozenset('"]},')
 SLACK = 2  # tokens kept beyond the estimate: the model's own choices may take a step or two more than it
-RECHECK_EVERY = 8  # the closing cost is re-estimated every RECHECK_EVERY tokens, and every token once
-NEAR_END = 2 * RECHECK_EVERY  # the tokens left are within cost + SLACK + NEAR_END
+RECHECK_EVERY = 8  # the closing cost is re-estimated at least every RECHECK_EVERY tokens near the end, more
+RECHECK_SHARE = 4  # seldom far from it (after a RECHECK_SHARE-th of the tokens to spare), and once the tokens
+NEAR_END = 2 * RECHECK_EVERY  # to spare are NEAR_END or fewer, after every structural token too
+STRUCTURAL = frozenset('"{}[],:')  # a token with none of these leaves the closing cost as it was (give or take a digit)
 MAX_ESTIMATE = 256  # an estimate stops counting here (the budget's end is then this near when closing begins)
 CACHE_SIZE = 64  # compiled grammars kept per tokenizer
 
@@ -229,6 +231,8 @@ class Constraint:
         self.left = options.max_new_tokens  # tokens the row may still generate
         self.accepted = 0
         self.cost = 0  # the last estimate of the tokens closing takes
+        self.moved = False  # a structural token came since that estimate
+        self.next_check = 0  # the estimate is due again when this many tokens are accepted
         self.closing = False
 
     @property
@@ -263,17 +267,24 @@ class Constraint:
         """The token chosen for this row (never the end of the answer, which the engine handles)."""
         if not self.matcher.consume_token(token):
             raise RuntimeError(f"structured output: token {token} is not allowed here ({self.matcher.get_error()})")
-        self.position = self.position.after(self.vocabulary.texts[token])
+        text = self.vocabulary.texts[token]
+        self.position = self.position.after(text)
+        self.moved = self.moved or not STRUCTURAL.isdisjoint(text)
         self.left -= 1
         self.accepted += 1
         if self.guard is not None and self.guard.push(token) is not None:
             self.closing = True
 
     def budget_short(self) -> bool:
-        """Whether the tokens left are about what closing takes; the estimate is refreshed every
-        token near the budget's end and every RECHECK_EVERY tokens before it."""
-        if self.left <= self.cost + SLACK + NEAR_END or self.accepted % RECHECK_EVERY == 0:
+        """Whether the tokens left are about what closing takes. The estimate costs some dozen
+        mask computations, so it is refreshed the more often the fewer tokens there are to
+        spare, and near the budget's end after each token that may change it (inside a long
+        string it stays the same)."""
+        spare = self.left - self.cost - SLACK
+        if self.accepted >= self.next_check or (spare <= NEAR_END and self.moved):
             self.cost = closing_cost(self.matcher, self.position, self.vocabulary, min(self.left, MAX_ESTIMATE))
+            self.moved = False
+            self.next_check = self.accepted + max(RECHECK_EVERY, (self.left - self.cost) // RECHECK_SHARE)
         return self.left <= self.cost + SLACK
 
 
