@@ -275,8 +275,7 @@ class Engine:
             attention[row, width - lengths[row] :] = 1
             prompt_ids[row, width - lengths[row] :] = p["input_ids"]
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        rows = [RowState(r, requests[r].options, lengths[r], self.layout, self.grammars.constraint(requests[r].response_format, requests[r].options, self.layout))
-                for r in range(batch)]  # fmt: skip
+        rows = [RowState(r, requests[r].options, lengths[r], self.layout, self.constraint(requests[r])) for r in range(batch)]
         choosers = self.choosers(rows, prompt_ids)
         new_tokens = max(row.options.max_new_tokens for row in rows)
         cache, mask = fastpaths.make_cache(self.model.config.text_config, self.fast.static_cache, attention, new_tokens)
@@ -315,6 +314,10 @@ class Engine:
             step = torch.tensor([[self.pad_id if row.done else t] for row, t in zip(rows, tokens.tolist())], device=self.device)
             positions = positions[:, -1:] + 1
             output = self.decode_forward(input_ids=step, attention_mask=mask.advance(), position_ids=positions, cache=cache, use_cache=True)
+
+    def constraint(self, request: Request) -> Constraint | None:
+        """The row's structured output (engine.structured): None for free text."""
+        return self.grammars.constraint(request.response_format, request.options, self.layout)
 
     def choosers(self, rows: list["RowState"], prompt_ids: torch.Tensor) -> list[tuple[list[int], decoding.TokenChooser]]:
         """One token chooser per distinct set of options, over the rows that share it."""

@@ -2,11 +2,11 @@
 under the server's `MediaPolicy` (data URIs, or http(s) URLs when fetching is allowed; never
 server-side paths), the task instruction added, and the generation options checked.
 
-The cheap checks come first, and every limit is checked before the work it limits: options
-and the response format's JSON schema before any media; the text's length in characters before it is tokenised; each image's pixels
-and the tokens all images will cost from their headers, before any pixel is decoded; a video's
-frame size from its stream header, before frames are decoded. So an oversized request is
-refused in milliseconds, with flat memory, instead of after seconds of decoding.
+The cheap checks come first, and every limit is checked before the work it limits: options and
+the response format's JSON schema before any media; the text's length in characters before it is
+tokenised; each image's pixels and the tokens all images will cost from their headers, before any
+pixel is decoded; a video's frame size from its stream header, before frames are decoded. So an
+oversized request is refused in milliseconds, with flat memory, instead of after seconds of decoding.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .settings import CHARS_PER_TOKEN, MAX_IMAGES, MediaPolicy
 def to_request(body: ChatCompletionRequest, media: MediaPolicy, max_tokens: int) -> Request:
     """The engine request for `body`, under the server's media policy and token limit."""
     options = body.generation_options(max_tokens)
-    response_format = parse_response_format(body.response_format.model_dump(by_alias=True, exclude_none=True) if body.response_format else None)
+    response_format = parse_response_format(body.response_format.model_dump(by_alias=True, exclude_none=True)) if body.response_format else None
     check_text_length(body, media.max_input_tokens)
     parts = body.user_parts()
     images = [p for p in parts if isinstance(p, ImagePart)]
