@@ -204,3 +204,4 @@ def test_ask_refuses_a_bad_schema_file_before_the_model_loads(tmp_path, file, wo
     assert run.returncode == 1 and run.stderr.strip().splitlines() == [f"error: {path.parent}/{words}"]
     both = cli("ask", "--model", "/no/such/model", "Hi", "--json-schema", str(path), "--json-object")
     assert both.returncode == 1 and both.stderr.strip() == "error: give --json-schema or --json-object, not both"
+
