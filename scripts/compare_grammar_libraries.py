@@ -56,9 +56,9 @@ ANSWER = {
 
 
 def apply_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
-    """-inf where the bitmask [1, W] has a 0 bit; logits [1, V]."""
-    allowed = np.unpackbits(bitmask.numpy().view(np.uint8), bitorder="little")[: logits.shape[-1]]
-    logits.masked_fill_(torch.from_numpy(allowed == 0)[None], float("-inf"))
+    """-inf where the bitmask [1, W] has a 0 bit; logits [1, V] (as smolsight.engine.structured does)."""
+    allowed = np.unpackbits(bitmask.numpy().view(np.uint8), bitorder="little")[: logits.shape[-1]].view(np.bool_)
+    np.copyto(logits.numpy(), -np.inf, where=~allowed[None])
 
 
 class Xgrammar:
