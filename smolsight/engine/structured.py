@@ -13,10 +13,11 @@ A grammar alone does not make a weak (or random-weight) model finish: it may wri
 a number forever, or loop. So each constraint has a closing policy. It switches to closing
 when the row's loop guard fires (a constrained row is never cut, it is closed) or when the
 tokens left get as few as closing would take (estimated by running the policy on a copy of
-the grammar's state, `closing_cost`). While closing, the mask keeps only, in this order of
-preference, the end of the answer (once the JSON is complete), tokens made of `"`, `]` and `}`
-alone, then those made of `"`, `]`, `}` and `,`, and otherwise lets the model's best allowed
-token through. A `max_new_tokens` too small for any valid JSON ends with "length", as OpenAI's does.
+the grammar's state, `closing_cost`). While closing, the mask keeps only the end of the answer
+once the JSON may end; else, of the allowed tokens made of `"`, `]`, `}` and `,` alone, those
+that leave least open (where a string, object or array is open is followed by `JsonPosition`);
+else the allowed tokens that open no new object or array, the model choosing among what is
+kept. A `max_new_tokens` too small for any valid JSON ends with "length", as OpenAI's does.
 
 `parse_response_format` reads the OpenAI shape and checks the schema (no tokenizer, no model:
 it is cheap, so every surface checks before any work); `Grammars` compiles a format once per
@@ -54,9 +55,9 @@ CACHE_SIZE = 64  # compiled grammars kept per tokenizer
 
 @dataclass(frozen=True)
 class ResponseFormat:
-    """What an answer must be: JSON valid against `schema` (canonical JSON text; `{"type":
-    "object"}` for OpenAI's `json_object`). Made by `parse_response_format` or `json_schema`,
-    which check it."""
+    """What an answer must be: JSON valid against `schema` (its compact JSON text; `{"type":
+    "object"}` for OpenAI's `json_object`). Made by `parse_response_format`, `json_schema`,
+    `json_object` or `read_schema_file`, which check it."""
 
     kind: str  # json_object | json_schema
     schema: str
@@ -65,12 +66,6 @@ class ResponseFormat:
     @property
     def grammar(self) -> str:
         return llguidance.LLMatcher.grammar_from_json_schema(self.schema, defaults=JSON_OPTIONS)
-
-    def to_dict(self) -> dict:
-        """The OpenAI shape again."""
-        if self.kind == "json_object":
-            return {"type": "json_object"}
-        return {"type": "json_schema", "json_schema": {"name": self.name, "schema": json.loads(self.schema), "strict": True}}
 
 
 def json_schema(schema, name: str = "") -> ResponseFormat:
@@ -120,7 +115,9 @@ def parse_response_format(value: dict | None) -> ResponseFormat | None:
     if not isinstance(spec, dict):
         raise SmolsightError("response_format json_schema needs a json_schema object: {\"name\": …, \"schema\": {…}}")
     name = spec.get("name") or ""
-    return json_schema(spec["schema"], name) if spec.get("schema") is not None else ResponseFormat("json_schema", canonical(ANY_OBJECT), name)
+    if spec.get("schema") is None:
+        return ResponseFormat("json_schema", canonical(ANY_OBJECT), name)
+    return json_schema(spec["schema"], name)
 
 
 def read_schema_file(path: str) -> ResponseFormat:
