@@ -153,6 +153,18 @@ def ask_arguments(args: tuple[str, ...], prompt: str | None, task: str | None = 
     return media, prompt
 
 
+def answer_format(schema_file: str | None, json_object: bool):
+    """The structured-output format `--json-schema`/`--json-object` ask for (None: free text),
+    checked before any model loads."""
+    from .engine import structured
+
+    if schema_file and json_object:
+        raise SmolsightError("give --json-schema or --json-object, not both")
+    if json_object:
+        return structured.json_object()
+    return structured.read_schema_file(schema_file) if schema_file else None
+
+
 @main.command()
 @click.argument("args", nargs=-1, metavar="[MEDIA]... [PROMPT]")
 @prompt_option
@@ -164,14 +176,19 @@ def ask_arguments(args: tuple[str, ...], prompt: str | None, task: str | None = 
 @click.option("--task", type=click.Choice(list(TASKS)), default=None,
               help="Ask for this task's short answer form (the question may then be left out).")
 @click.option("--lang", type=click.Choice(list(LANGS)), default=None, help="Language of --task's words [default: the question's].")
-def ask(args: tuple[str, ...], prompt: str | None, max_pixels: int, as_json: bool, task: str | None, lang: str | None, **kwargs) -> None:
+@click.option("--json-schema", "schema_file", default=None, metavar="FILE",
+              help="The answer is JSON valid against this JSON Schema, enforced while decoding.")
+@click.option("--json-object", is_flag=True, help="The answer is a JSON object (any keys), enforced while decoding.")
+def ask(args: tuple[str, ...], prompt: str | None, max_pixels: int, as_json: bool, task: str | None, lang: str | None,
+        schema_file: str | None, json_object: bool, **kwargs) -> None:  # fmt: skip
     """Ask about MEDIA (images, or one video; paths or URLs): smolsight ask MEDIA... "QUESTION"."""
     from .engine import Chunk
 
     media, prompt = ask_arguments(args, prompt, task, lang)
+    response_format = answer_format(schema_file, json_object)
     preset, knobs, settings = split_generation(kwargs)
     engine = load_engine(kwargs)
-    request = engine.request(media, prompt, preset, max_pixels=max_pixels, **knobs, **settings)
+    request = engine.request(media, prompt, preset, max_pixels=max_pixels, response_format=response_format, **knobs, **settings)
     for event in engine.stream_batch([request]):
         if isinstance(event, Chunk):
             if not as_json:

@@ -127,3 +127,25 @@ def test_make_checkpoint_names_what_to_install(monkeypatch, tmp_path):
     run = cli("make-checkpoint", str(tmp_path / "ck"), "--shape", "tiny", "--language-model", "smollm2-135m")
     assert run.returncode == 1 and run.stderr.strip().splitlines()[-1] == "error: language model smollm2-135m fits shape 256m, not tiny"
     assert not (tmp_path / "ck").exists()
+
+
+# ---- structured output (tests/test_structured.py has the rest) --------------------------------
+
+
+def test_a_real_language_model_fills_the_schema_with_its_knowledge(real_engine):
+    """The grammar (engine.structured) only shapes the answer; the facts are the model's own."""
+    from test_structured import valid
+
+    from smolsight.engine.structured import json_schema
+
+    capital = {"type": "object", "properties": {"country": {"type": "string"}, "capital": {"type": "string"}},
+               "required": ["country", "capital"], "additionalProperties": False}  # fmt: skip
+    fruits = {"type": "object", "properties": {"fruits": {"type": "array", "items": {"type": "string"}, "minItems": 3, "maxItems": 3}},
+              "required": ["fruits"], "additionalProperties": False}  # fmt: skip
+    answers = real_engine.ask_batch([
+        real_engine.request(None, "What is the capital of France?", response_format=json_schema(capital), max_new_tokens=40),
+        real_engine.request(None, "List three fruits.", response_format=json_schema(fruits), max_new_tokens=40),
+    ])  # fmt: skip
+    assert [a.finish_reason for a in answers] == ["stop", "stop"]
+    assert valid(answers[0].text, capital)["capital"] == "Paris"
+    assert len(set(valid(answers[1].text, fruits)["fruits"])) == 3

@@ -289,7 +289,7 @@ BAD_REQUESTS = [
     ("too many images", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}] * 9}]}, AUTH, 413, "limit_exceeded"),
     ("unknown part type", {"messages": [{"role": "user", "content": [{"type": "audio", "audio": "x"}]}]}, AUTH, 422, "invalid_value"),
     ("unknown field", {"messages": image_message(), "temprature": 0.5}, AUTH, 422, "invalid_value"),
-    ("JSON output", {"messages": image_message(), "response_format": {"type": "json_object"}}, AUTH, 400, "invalid_request"),
+    ("unenforceable JSON schema", {"messages": image_message(), "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {}}}}}, AUTH, 400, "invalid_request"),
     ("forced tool call", {"messages": image_message(), "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}, AUTH, 400, "invalid_request"),
     ("boolean max_tokens", {"messages": image_message(), "max_tokens": True}, AUTH, 422, "invalid_value"),
     ("string max_tokens", {"messages": image_message(), "max_tokens": "10"}, AUTH, 422, "invalid_value"),

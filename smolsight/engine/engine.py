@@ -20,7 +20,7 @@ from . import openmp  # noqa: F401  (must come before torch)
 import torch  # noqa: E402
 
 from . import decoding, fastpaths, logprobs, ocr
-from ..errors import MediaError
+from ..errors import MediaError, SmolsightError
 from .fastpaths import FastPaths
 from .generation import PREFILL_CHUNK, Chunk, Generation, Result
 from .loading import DEFAULT_MODEL, choose_runtime, load_model
@@ -28,6 +28,7 @@ from .media import DEFAULT_MAX_PIXELS, MediaInput, Video, is_video, load_image, 
 from .options import PROCESSING_SETTINGS, GenerationOptions, resolve_options
 from .prompts import Message, chat_text, images_of, validate, video_of
 from .redundancy import repetition_metrics
+from .structured import Constraint, Grammars, ResponseFormat
 
 __all__ = ["Chunk", "Engine", "Request", "Result"]
 
@@ -45,6 +46,11 @@ class Request:
     video_fps: float | None = None
     max_frames: int | None = None
     ocr: str | None = None  # "prompt": text read by OCR goes into the prompt; "answer": it is the answer (engine.ocr)
+    response_format: ResponseFormat | None = None  # the answer must be this JSON (engine.structured); None: free text
+
+    def __post_init__(self) -> None:
+        if self.response_format is not None and self.ocr == "answer":
+            raise SmolsightError("OCR's answer mode generates nothing, so it cannot follow a response_format")
 
     @classmethod
     def simple(cls, media: MediaInput | list[MediaInput] | None, prompt: str, max_pixels: int = DEFAULT_MAX_PIXELS, **settings) -> "Request":
@@ -75,6 +81,7 @@ class Engine:
         self.token_texts = logprobs.TokenTexts(self.tokenizer)
         self.vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.decode_forward = fastpaths.decode_step(model, fast)  # the model's one-token forward
+        self.grammars = Grammars(self.tokenizer, self.vocab, sorted(self.eos_ids))  # structured output
 
     @classmethod
     def load(
@@ -135,6 +142,10 @@ class Engine:
     def generation(self, max_rows: int, prefill_chunk: int = PREFILL_CHUNK) -> Generation:
         """A decode loop that requests can join while it runs (the server keeps one going)."""
         return Generation(self, max_rows, prefill_chunk)
+
+    def constraint(self, request: Request) -> Constraint | None:
+        """The row's structured output (engine.structured): None for free text."""
+        return self.grammars.constraint(request.response_format, request.options, self.layout)
 
     def ocr_answer(self, row: int, lines: list[ocr.OcrLine], start: float) -> Result:
         """Mode "answer": the text OCR read is the answer; nothing is generated."""

@@ -31,6 +31,7 @@ from .slots import SlotCache
 
 if TYPE_CHECKING:
     from .engine import Engine, Request
+    from .structured import Constraint
 
 PREFILL_CHUNK = 512  # prompt tokens prefilled per step: a step with a prefill costs about this much more
 
@@ -108,10 +109,10 @@ class Generation:
         if request.ocr == "answer":
             self.ready.append(self.engine.ocr_answer(key, prepared["ocr"], start))
             return
-        row = RowState(key, request.options, len(prepared["input_ids"]), self.engine.layout, start)
+        row = RowState(key, request.options, len(prepared["input_ids"]), self.engine.layout, start, self.engine.constraint(request))
         row.prepared = prepared
         row.ocr = None if prepared.get("ocr") is None else [line.to_dict() for line in prepared["ocr"]]
-        row.chooser = decoding.TokenChooser(request.options, prepared["input_ids"][None], self.engine.vocab)
+        row.chooser = decoding.TokenChooser(row.options, prepared["input_ids"][None], self.engine.vocab)
         self.queued.append(row)
 
     def step(self, cancelled: Callable[[int], bool] = lambda key: False) -> list[Chunk | Result]:
@@ -184,6 +185,8 @@ class Generation:
 
     def take(self, row: RowState, logits: torch.Tensor, events: list, cancelled: Callable[[int], bool]) -> None:
         """Choose the row's next token from its logits [V], and report what that produced."""
+        if row.constraint is not None:
+            row.constraint.mask(logits)  # structured output: only what the grammar allows
         pending = torch.tensor([row.pending_min], device=logits.device)
         token = row.chooser(logits[None], sorted(self.engine.eos_ids), pending)
         row.chooser.record(token)
@@ -225,9 +228,10 @@ class Generation:
 class RowState:
     """What one row has generated, what of it is answer text, and why it stopped."""
 
-    def __init__(self, key: int, options: GenerationOptions, input_tokens: int, layout, start: float) -> None:
+    def __init__(self, key: int, options: GenerationOptions, input_tokens: int, layout, start: float, constraint: Constraint | None = None) -> None:
         self.key = key
-        self.options = options
+        self.constraint = constraint  # structured output; its rows keep their exact text (structured.row_options)
+        self.options = options if constraint is None else constraint.options
         self.input_tokens = input_tokens
         self.start = start
         self.ttft: float | None = None
@@ -239,8 +243,8 @@ class RowState:
         self.position = input_tokens  # position of the token fed to the next decode step
         self.next_token = -1
         self.tokens: list[int] = []
-        self.guard = decoding.make_guard(options, layout)
-        self.answer = AnswerText(options)
+        self.guard = decoding.make_guard(self.options, layout)
+        self.answer = AnswerText(self.options)
         self.reason = ""
         self.prefix_offset = 0
         self.read_offset = 0
@@ -273,11 +277,15 @@ class RowState:
         if token in engine.eos_ids and not self.pending_min:
             return self.finish("stop", engine)
         self.tokens.append(token)
+        if self.constraint is not None:
+            self.constraint.accept(token)
         hit = self.guard.push(token) if self.guard is not None else None
         self.text += self.next_text(engine)
         self.ends.append(len(self.text))
         if self.trail is not None:
             self.trail.add(pick, self.ends[-2] if len(self.ends) > 1 else 0, self.ends[-1])
+        if self.constraint is not None and self.constraint.complete:
+            return self.finish("stop", engine)
         if hit is not None:
             keep = decoding.clean_cut(self.tokens, hit, engine.decode)
             return self.finish("repetition", engine, self.ends[keep - 1])

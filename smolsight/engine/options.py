@@ -122,9 +122,9 @@ PRESETS: dict[str, GenerationOptions] = {
 }
 DEFAULT_PRESET = "precise"
 
-# How a request's media are processed (fields of `engine.Request`), as opposed to how tokens are
-# chosen: the keyword arguments that callers pass beside the decoding knobs.
-PROCESSING_SETTINGS = ("image_size", "split", "video_fps", "max_frames", "max_pixels", "ocr")
+# How a request's media are processed and what form its answer takes (fields of `engine.Request`),
+# as opposed to how tokens are chosen: the keyword arguments that callers pass beside the decoding knobs.
+PROCESSING_SETTINGS = ("image_size", "split", "video_fps", "max_frames", "max_pixels", "ocr", "response_format")
 
 
 def resolve_options(preset: str | None = None, **overrides) -> GenerationOptions:

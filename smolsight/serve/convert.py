@@ -2,11 +2,11 @@
 under the server's `MediaPolicy` (data URIs, or http(s) URLs when fetching is allowed; never
 server-side paths), the task instruction added, and the generation options checked.
 
-The cheap checks come first, and every limit is checked before the work it limits: options
-before any media; the text's length in characters before it is tokenised; each image's pixels
-and the tokens all images will cost from their headers, before any pixel is decoded; a video's
-frame size from its stream header, before frames are decoded. So an oversized request is
-refused in milliseconds, with flat memory, instead of after seconds of decoding.
+The cheap checks come first, and every limit is checked before the work it limits: options and
+the response format's JSON schema before any media; the text's length in characters before it is
+tokenised; each image's pixels and the tokens all images will cost from their headers, before any
+pixel is decoded; a video's frame size from its stream header, before frames are decoded. So an
+oversized request is refused in milliseconds, with flat memory, instead of after seconds of decoding.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from ..engine import Request
 from ..engine.fetch import fetch
 from ..engine.media import Video, image_size, load_image, load_video
 from ..engine.prompts import Message, validate
+from ..engine.structured import parse_response_format
 from ..errors import LimitError, MediaError
 from ..tasks import styled_prompt
 from .protocol import (
@@ -34,6 +35,7 @@ def to_request(body: ChatCompletionRequest, media: MediaPolicy, max_tokens: int,
     """The engine request for `body`, under the server's media policy and token limit (and the
     model's vocabulary size, which bounds `logit_bias`'s token ids)."""
     options = body.generation_options(max_tokens, vocab)
+    response_format = parse_response_format(body.response_format.model_dump(by_alias=True, exclude_none=True)) if body.response_format else None
     check_text_length(body, media.max_input_tokens)
     parts = body.user_parts()
     images = [p for p in parts if isinstance(p, ImagePart)]
@@ -46,7 +48,7 @@ def to_request(body: ChatCompletionRequest, media: MediaPolicy, max_tokens: int,
         last = messages[-1]
         last.text = styled_prompt(body.task, last.text.strip() or None, body.task_lang)
     validate(messages)
-    return Request(messages, options, split=split, ocr=body.ocr_mode)
+    return Request(messages, options, split=split, ocr=body.ocr_mode, response_format=response_format)
 
 
 def check_text_length(body: ChatCompletionRequest, max_input_tokens: int) -> None:

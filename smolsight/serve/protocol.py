@@ -6,10 +6,11 @@ is not a number). Every message shape OpenAI clients send is read: an assistant 
 back with `refusal`/`tool_calls`/`audio` set to null, tool results, `image_url` as a bare
 string, parts with extra keys such as `cache_control`. Request fields that change nothing
 here are accepted and ignored (`IGNORED_FIELDS`); what would change the answer in a way
-smolsight cannot honour yet (a JSON `response_format`, a forced tool call) is refused with a 400
-that says so, never silently dropped. Unknown fields are refused. `n` choices are generated as
-`n` rows (choice i samples with `seed + i`), `logprobs` come from the model's own distribution
-(see smolsight.engine.logprobs), `logit_bias` is added to the logits before anything else.
+smolsight cannot honour yet (a forced tool call) is refused with a 400 that says so, never
+silently dropped. Unknown fields are refused. `n` choices are generated as `n` rows (choice i
+samples with `seed + i`), `logprobs` come from the model's own distribution (see
+smolsight.engine.logprobs), `logit_bias` is added to the logits before anything else, and a JSON
+`response_format` is enforced while decoding (smolsight.engine.structured).
 
 Schema only: the request converts itself into generation options, and smolsight.serve.convert
 turns it, media and all, into an engine `Request`.
@@ -124,9 +125,16 @@ class StreamOptions(Strict):
     include_obfuscation: bool | None = Field(None, description="Accepted and ignored (no obfuscation padding is sent).")
 
 
+class JsonSchemaFormat(Strict):
+    name: str | None = Field(None, description="The schema's name (OpenAI requires one; here it may be left out).")
+    description: str | None = None
+    schema_: dict | None = Field(None, alias="schema", description="The JSON Schema the answer must validate against (absent: any JSON object).")
+    strict: bool | None = Field(None, description="Accepted either way: the schema is always enforced.")
+
+
 class ResponseFormat(Strict):
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict | None = None
+    json_schema: JsonSchemaFormat | None = None
 
 
 # Accepted and ignored: they change nothing about a SmolVLM2 answer served here.
@@ -155,7 +163,10 @@ class ChatCompletionRequest(Strict):
         None, description="Choices to generate (1 up to the server's --max-batch-size), as rows of one batch; with a seed, choice i uses seed + i."
     )
     presence_penalty: float | None = Field(None, ge=-2, le=2)
-    response_format: ResponseFormat | None = Field(None, description="Only `text` yet: JSON output is refused with a 400.")
+    response_format: ResponseFormat | None = Field(
+        None, description="`json_object` or `json_schema`: the answer is JSON (valid against the schema), enforced while decoding; "
+        "a schema with keywords that cannot be enforced is refused with a 400."
+    )
     seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
     stop: str | list[str] | None = Field(None, max_length=4)
     stream: bool | None = False
@@ -249,8 +260,6 @@ class ChatCompletionRequest(Strict):
     def refuse_unsupported(self) -> None:
         """What would change the answer in a way not honoured yet: a 400 that says so."""
         unsupported = [
-            (self.response_format is not None and self.response_format.type != "text",
-             "response_format json_object/json_schema (structured output) is not supported yet; ask for JSON in the prompt"),
             (self.tool_choice not in (None, "none", "auto"), "tool calls are not supported: tool_choice may only be none or auto"),
         ]  # fmt: skip
         for refused, message in unsupported:
