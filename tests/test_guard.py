@@ -200,16 +200,18 @@ def test_layout_loops_still_stop_and_content_loops_stop_sooner(engine):
 
 
 @pytest.fixture
-def generated(engine, monkeypatch) -> list[tuple[int, list[int]]]:
+def generated(monkeypatch) -> list[tuple[int, list[int]]]:
     """(row, token ids) of each row the engine finishes, in finishing order (a Result carries text only)."""
+    from smolsight.engine.generation import Generation
+
     seen: list[tuple[int, list[int]]] = []
-    finish = engine.finish
+    result = Generation.result
 
-    def record(row, *args):
-        seen.append((row.index, list(row.tokens)))
-        return finish(row, *args)
+    def record(generation, row):
+        seen.append((row.key, list(row.tokens)))
+        return result(generation, row)
 
-    monkeypatch.setattr(engine, "finish", record)
+    monkeypatch.setattr(Generation, "result", record)
     return seen
 
 
