@@ -10,7 +10,7 @@ import sys
 import click
 
 from .errors import SmolsightError
-from .engine.options import PRESETS
+from .engine.options import PRESETS, image_size_setting
 from .engine.media import DEFAULT_MAX_PIXELS
 from .engine.ocr import ENGINES as OCR_ENGINES
 from .tasks import LANGS, STYLES, TASKS, styled_prompt
@@ -23,6 +23,12 @@ GENERATION_KNOBS = (
 # Only on eval and compare-presets, the commands that measure presets.
 PROMPT_PENALTY = click.option("--prompt-penalty/--no-prompt-penalty", "penalize_prompt", default=None,
                               help="repetition_penalty on the prompt's tokens too (transformers' way) or on generated ones only.")
+
+
+def image_size_option(help_text: str):
+    """--image-size EDGE|native, checked as the option is read (before any model loads)."""
+    return click.option("--image-size", default=None, metavar="EDGE|native", callback=lambda ctx, param, value: image_size_setting(value),
+                        help=f"{help_text} 'native': each image at its own size, rounded up to whole tiles [default: the model's, 2048 px].")
 
 
 def stacked(decorators: list, command):
@@ -69,7 +75,7 @@ def generation_options(command):
         click.option("--guard-min-tokens", type=int, default=None, help="Short units must also span this many tokens."),
         click.option("--dedupe/--no-dedupe", "dedupe_sentences", default=None,
                      help="Drop sentences that repeat earlier ones."),
-        click.option("--image-size", type=int, default=None, help="Longest image edge before tiling."),
+        image_size_option("Longest image edge before tiling."),
         click.option("--no-split", is_flag=True, help="Do not cut images into tiles (~8x fewer tokens)."),
         click.option("--fps", "video_fps", type=float, default=None, help="Video frames sampled per second."),
         click.option("--max-frames", type=int, default=None, help="Most video frames sampled."),
@@ -441,7 +447,7 @@ def ocr_eval(suite: str, engines: tuple[str, ...], scenarios: tuple[str, ...], l
 @click.option("--epochs", type=int, default=3, show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--grad-accum", type=int, default=1, show_default=True, help="Batches per optimizer step.")
-@click.option("--image-size", type=int, default=None, help="Longest image edge before tiling (also used for evaluation).")
+@image_size_option("Longest image edge before tiling (also used for evaluation).")
 @click.option("--no-split", is_flag=True, help="Do not cut images into tiles (~8x fewer tokens, much faster).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Shuffling, dropout and --eval-split seed.")
 @click.option("--train-connector", is_flag=True, help="Also train the vision-to-text connector.")
@@ -490,7 +496,7 @@ def merge_adapter_command(model: str, adapter: str, out: str, dtype: str | None,
 @click.option("--image", default=None, help="Image to use [default: a generated 800x600 scene].")
 @click.option("--prompt", default=None, help="Question [default: the field report's].")
 @click.option("--batch", type=int, default=1, show_default=True, help="Answers generated together (distinct images).")
-@click.option("--image-size", type=int, default=None, help="Longest image edge before tiling, for both paths.")
+@image_size_option("Longest image edge before tiling, for both paths.")
 @click.option("--tokens", type=int, default=64, show_default=True, help="Forced answer length (min = max new tokens).")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Interleaved timed runs of each path.")
 @click.option("--ocr", is_flag=True, help="Also time OCR reading the picture, per image (pip install 'smolsight[ocr]').")

@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from ..engine import Result
-from ..engine.options import DEFAULT_PRESET, PRESETS, GenerationOptions, resolve_options
+from ..engine.options import DEFAULT_PRESET, MAX_IMAGE_EDGE, PRESETS, GenerationOptions, resolve_options
 from ..errors import SmolsightError
 
 # `qa` is left out: its prompt names a subject that only evaluation suites supply.
@@ -187,6 +187,10 @@ class ChatCompletionRequest(Strict):
         None, description="Read the text in the images or video with OCR (the server needs smolsight[ocr]): true or `prompt` gives the "
         "model the lines read, with their positions, before the question; `answer` answers with the text read and generates nothing. "
         "The lines read come back in the response's `ocr`.",
+    )
+    image_size: Annotated[int, Field(ge=1, le=MAX_IMAGE_EDGE)] | Literal["native"] | None = Field(
+        None, description="Longest image edge before tiling, in pixels, or `native`: each image at its own size, rounded up to "
+        "whole tiles (a 640x480 frame: 5 tiles instead of 13). Default: the model's (2048 px for SmolVLM2, small images upscaled).",
     )
 
     @property
