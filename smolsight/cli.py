@@ -500,17 +500,32 @@ def merge_adapter_command(model: str, adapter: str, out: str, dtype: str | None,
 @click.option("--tokens", type=int, default=64, show_default=True, help="Forced answer length (min = max new tokens).")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Interleaved timed runs of each path.")
 @click.option("--ocr", is_flag=True, help="Also time OCR reading the picture, per image (pip install 'smolsight[ocr]').")
+@click.option("--size", "sizes", multiple=True, metavar="WxH", help="Resize the picture to WxH (with --image-cost: repeatable, the sizes swept).")
+@click.option("--image-cost", is_flag=True,
+              help="Instead: smolsight's input tokens and time split per --size (default 320x240 to 1920x1080), under the model's image size and --image-size (default native).")
 @click.option("-o", "--out", default="bench.json", show_default=True, help="JSON report file.")
 def bench(**kwargs) -> None:
     """Time the seed's code path against smolsight's on the same inputs, in one process."""
-    from .bench import DEFAULT_PROMPT, format_report, run_bench, write_report
+    from .bench import DEFAULT_PROMPT, SWEEP_SIZES, format_image_cost, format_report, parse_size, run_bench, run_image_cost, write_report
 
     out, verbose = kwargs.pop("out"), kwargs.pop("verbose")
-    report = run_bench(prompt=kwargs.pop("prompt") or DEFAULT_PROMPT, **kwargs)
+    prompt = kwargs.pop("prompt") or DEFAULT_PROMPT
+    sizes = [parse_size(text) for text in kwargs.pop("sizes")]
+    if kwargs.pop("image_cost"):
+        for unused in ("batch", "ocr"):
+            if kwargs.pop(unused) not in (1, False):
+                raise SmolsightError(f"--{unused} is for the seed-path comparison, not --image-cost")
+        report = run_image_cost(prompt=prompt, sizes=sizes or list(SWEEP_SIZES), **{**kwargs, "image_size": kwargs["image_size"] or "native"})
+        text = format_image_cost(report)
+    else:
+        if len(sizes) > 1:
+            raise SmolsightError("several --size values sweep image sizes: add --image-cost (or give one --size)")
+        report = run_bench(prompt=prompt, size=sizes[0] if sizes else None, **kwargs)
+        text = format_report(report)
     write_report(report, out)
     if verbose:
         click.echo(json.dumps(report["machine"]), err=True)
-    click.echo(format_report(report))
+    click.echo(text)
     click.echo(f"JSON report: {out}", err=True)
 
 
