@@ -227,6 +227,8 @@ class PhaseClock:
 
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
+            if torch.compiler.is_compiling():  # traced into a compiled step: that step is timed from outside
+                return function(*args, **kwargs)
             name = phase(args, kwargs) if callable(phase) else phase
             self.sync()
             start = time.perf_counter()
@@ -276,12 +278,14 @@ def forward_phase(args: tuple, kwargs: dict) -> str:
 
 def seams_of(path) -> list[tuple]:
     """What `PhaseClock` times for a path: an engine's `process` (the processor), `image_features`
-    (vision, whatever backend computes it) and model forward; or, for a path on a transformers
-    model and processor, the processor's chat template call, the model's `get_image_features` and
-    its forward. Prefill and decode are told apart by the forward's input length."""
+    (vision, whatever backend computes it), model forward and decode step (which may be a compiled
+    copy of the forward); or, for a path on a transformers model and processor, the processor's
+    chat template call, the model's `get_image_features` and its forward. Prefill and decode are
+    told apart by the forward's input length."""
     engine = getattr(path, "engine", None)
     if engine is not None:
-        return [("preprocess", engine, "process"), ("vision", engine, "image_features"), (forward_phase, engine.model, "forward")]
+        return [("preprocess", engine, "process"), ("vision", engine, "image_features"), (forward_phase, engine.model, "forward"),
+                ("decode", engine, "decode_forward")]  # fmt: skip
     return [("preprocess", path.processor, "apply_chat_template"), ("vision", path.model.model, "get_image_features"),
             (forward_phase, path.model, "forward")]  # fmt: skip
 
