@@ -464,7 +464,8 @@ def run_image_cost(
             report.runs.append(run)
             log(f"[{repeat + 1}/{repeats}] {report.name}, image size {policy or 'model'}: {run.input_tokens} input tokens, "
                 f"first token {run.ttft_s:.2f} s", quiet)  # fmt: skip
-    rows = [{"image": report.name, "image_size": policy or "model's", **report.summary(1)} for (_, policy), (_, report) in cases.items()]
+    rows = [{"image": report.name, "image_size": policy or "model's", **report.summary(1), "runs": [asdict(r) for r in report.runs]}
+            for (_, policy), (_, report) in cases.items()]  # fmt: skip
     machine_info = machine(engine.device)
     machine_info["load_average_before"] = load_before
     return {"date": date.today().isoformat(), "machine": machine_info, "setup": path.setup,
