@@ -10,18 +10,25 @@ One process has one OpenMP setup. torch is imported here before the engine, so O
 default wait policy, as the seed path had; smolsight's own processes make idle threads sleep
 (smolsight.openmp), which helps its prefill on a busy machine, so on a busy machine this bench
 understates smolsight. Set OMP_WAIT_POLICY to run both paths under another policy.
+
+Every path's time is split into preprocess (the processor), vision (encoder + connector), prefill
+(the decoder over the prompt) and decode (per token) by `PhaseClock`, which times the callables
+named by `seams_of(path)`: any path built on the `Engine`, or on a transformers model and
+processor, gets the split without code of its own.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
 import statistics
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -31,6 +38,7 @@ from PIL import Image, ImageDraw
 
 from .console import format_table, log
 from .engine import Engine, resolve_model
+from .engine.cpu import cpu_defaults, this_cpu
 from .errors import SmolsightError
 from .engine.fastpaths import Int8DecodeLinear
 from .engine.media import load_image
@@ -49,10 +57,23 @@ class TimedRun:
     output_tokens: int
     input_tokens: int
     peak_extra_gb: float  # memory above what was in use when the run began (activations, KV cache)
+    phases: dict = field(default_factory=dict)  # seconds in preprocess, vision, prefill (`PhaseClock`)
+    load_average: float = 0.0  # 1-minute load average as the run began
 
     def decode_tokens_per_s(self) -> float:
         decode = self.total_s - self.ttft_s
         return (self.output_tokens - 1) / decode if self.output_tokens > 1 and decode > 0 else 0.0
+
+    def split(self) -> dict:
+        """Where the time went: seconds before the first token by phase (`other`: the rest of it,
+        such as building requests and choosing the first token), and wall time per decode step."""
+        before_first = {phase: self.phases.get(phase, 0.0) for phase in ("preprocess", "vision", "prefill")}
+        steps = self.output_tokens - 1
+        return {
+            **{f"{phase}_s": round(seconds, 4) for phase, seconds in before_first.items()},
+            "other_s": round(max(0.0, self.ttft_s - sum(before_first.values())), 4),
+            "decode_ms_per_token": round(1000 * (self.total_s - self.ttft_s) / steps, 2) if steps > 0 else 0.0,
+        }
 
 
 @dataclass
@@ -77,6 +98,7 @@ class PathReport:
             "peak_extra_gb": round(median([r.peak_extra_gb for r in self.runs]), 3),
             "input_tokens": self.runs[0].input_tokens,
             "output_tokens": self.runs[0].output_tokens,
+            **{key: round(median([r.split()[key] for r in self.runs]), 4) for key in self.runs[0].split()},
         }
 
 
@@ -187,14 +209,96 @@ class SmolsightPath:
         return before_stream + results[0].ttft_s, results[0].input_tokens, min(r.output_tokens for r in results)
 
 
+class PhaseClock:
+    """Seconds spent in each phase, from the callables a path's work goes through (its seams).
+
+    A seam's time is its own: a seam running inside another (the seed path's vision encoder inside
+    its prefill forward) is taken out of the outer one, so the phases add up to the time they
+    cover. On CUDA the device is synchronised before each clock reading, so a phase is charged
+    for the kernels it queued, not the next one; torch's CPU work is synchronous."""
+
+    def __init__(self, device: str) -> None:
+        self.sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.inner: list[float] = []  # per open seam: time spent in seams nested in it
+
+    def timed(self, phase: str | Callable[[tuple, dict], str], function: Callable) -> Callable:
+        """`function`, timed under `phase` (or the phase that `phase(args, kwargs)` names)."""
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            if torch.compiler.is_compiling():  # traced into a compiled step: that step is timed from outside
+                return function(*args, **kwargs)
+            name = phase(args, kwargs) if callable(phase) else phase
+            self.sync()
+            start = time.perf_counter()
+            self.inner.append(0.0)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.sync()
+                elapsed = time.perf_counter() - start
+                self.seconds[name] += elapsed - self.inner.pop()
+                if self.inner:
+                    self.inner[-1] += elapsed
+
+        return wrapper
+
+    @contextmanager
+    def watching(self, seams: list[tuple]) -> Iterator["PhaseClock"]:
+        """Time the (phase, object, attribute name) seams for the duration of the block."""
+        with ExitStack() as stack:
+            for phase, owner, name in seams:
+                stack.enter_context(replaced(owner, name, self.timed(phase, getattr(owner, name))))
+            yield self
+
+
+@contextmanager
+def replaced(owner: object, name: str, value: object) -> Iterator[None]:
+    """Set `owner.name` on the instance for the block, then restore what was there."""
+    had_own = name in vars(owner)
+    before = vars(owner).get(name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        if had_own:
+            setattr(owner, name, before)
+        else:
+            delattr(owner, name)
+
+
+def forward_phase(args: tuple, kwargs: dict) -> str:
+    """A model forward over more than one new token per row is prefill; over one, a decode step."""
+    tokens = kwargs.get("input_ids")
+    if tokens is None:
+        tokens = kwargs.get("inputs_embeds", args[0] if args else None)
+    return "prefill" if tokens is not None and tokens.shape[1] > 1 else "decode"
+
+
+def seams_of(path) -> list[tuple]:
+    """What `PhaseClock` times for a path: an engine's `process` (the processor), `image_features`
+    (vision, whatever backend computes it), model forward and decode step (which may be a compiled
+    copy of the forward); or, for a path on a transformers model and processor, the processor's
+    chat template call, the model's `get_image_features` and its forward. Prefill and decode are
+    told apart by the forward's input length."""
+    engine = getattr(path, "engine", None)
+    if engine is not None:
+        return [("preprocess", engine, "process"), ("vision", engine, "image_features"), (forward_phase, engine.model, "forward"),
+                ("decode", engine, "decode_forward")]  # fmt: skip
+    return [("preprocess", path.processor, "apply_chat_template"), ("vision", path.model.model, "get_image_features"),
+            (forward_phase, path.model, "forward")]  # fmt: skip
+
+
 def timed_run(path, inputs: Inputs, tokens: int, device: str) -> TimedRun:
-    with peak_memory(device) as peak:
+    load = round(os.getloadavg()[0], 2)
+    with peak_memory(device) as peak, PhaseClock(device).watching(seams_of(path)) as clock:
         start = time.perf_counter()
         ttft, input_tokens, output_tokens = path.answer(inputs, tokens)
         total = time.perf_counter() - start
     if output_tokens != tokens:
         raise SmolsightError(f"{path.setup}: generated {output_tokens} tokens instead of the forced {tokens}")
-    return TimedRun(ttft, total, output_tokens, input_tokens, peak())
+    return TimedRun(ttft, total, output_tokens, input_tokens, peak(), dict(clock.seconds), load)
 
 
 @contextmanager
@@ -266,10 +370,11 @@ def run_bench(
     prompt: str,
     batch: int,
     tokens: int,
-    image_size: int | None,
+    image_size: int | str | None,
     repeats: int,
     quiet: bool = False,
     ocr: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> dict:
     """Load both paths, warm each up, run them interleaved `repeats` times; return the report.
     With `ocr`, also time the OCR model reading the picture (uncached), `repeats` times."""
@@ -281,7 +386,7 @@ def run_bench(
         reader(engine_name())  # a missing OCR extra fails here, before minutes of timing
     load_before = [round(x, 2) for x in os.getloadavg()]
     source = resolve_model(model)
-    picture = load_image(image) if image else bench_image()
+    picture = bench_picture(image, size)
     inputs = Inputs(distinct_copies(picture, batch), prompt, tokens, image_size)
     read_files(source)
     log("Loading the seed path…", quiet)
@@ -312,6 +417,78 @@ def run_bench(
         report["ocr"] = ocr_cost(picture, repeats, quiet)
     report["machine"]["load_average_before"] = load_before  # 1, 5, 15 minutes; "load_average" is after
     return report
+
+
+SWEEP_SIZES = ((320, 240), (640, 480), (1280, 720), (1920, 1080))
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'640x480' -> (640, 480)."""
+    width, _, height = text.lower().partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise SmolsightError(f"invalid --size {text!r}: use WIDTHxHEIGHT in pixels, e.g. 640x480")
+    return int(width), int(height)
+
+
+def bench_picture(image: str | None, size: tuple[int, int] | None) -> Image.Image:
+    """The image given (or the generated scene), resized to `size` when one is asked for."""
+    picture = load_image(image) if image else bench_image()
+    return picture.resize(size, Image.Resampling.LANCZOS) if size and size != picture.size else picture
+
+
+def run_image_cost(
+    model: str, device: str | None, dtype: str | None, attn: str | None, adapter: str | None, fast: str | None,
+    image: str | None, prompt: str, sizes: list[tuple[int, int]], image_size: int | str, tokens: int, repeats: int, quiet: bool = False,
+) -> dict:  # fmt: skip
+    """smolsight's input tokens and time split for the picture at each size, under the model's own
+    image size and under `image_size` (e.g. native), all cases interleaved (the order reverses every
+    repeat), medians of `repeats`. The seed path is not run: the question is what a policy costs."""
+    if tokens < 2 or repeats < 1:
+        raise SmolsightError("--repeats must be at least 1 and --tokens at least 2")
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    log("Loading smolsight…", quiet)
+    start = time.perf_counter()
+    engine = Engine.load(model, device, dtype, attn, adapter, quiet=True, fast=fast)
+    path = SmolsightPath(engine)
+    load_s = time.perf_counter() - start
+    cases = {(size, policy): (Inputs([bench_picture(image, size)], prompt, tokens, policy),
+                              PathReport(f"{size[0]}x{size[1]}", path.setup, load_s, weights_gb(engine.model)))
+             for size in sizes for policy in (None, image_size)}  # fmt: skip
+    log("Warming up (2 tokens)…", quiet)
+    path.answer(next(iter(cases.values()))[0], 2)
+    for repeat in range(repeats):
+        order = list(cases) if repeat % 2 == 0 else list(reversed(cases))
+        for size, policy in order:
+            inputs, report = cases[size, policy]
+            run = timed_run(path, inputs, tokens, engine.device)
+            report.runs.append(run)
+            log(f"[{repeat + 1}/{repeats}] {report.name}, image size {policy or 'model'}: {run.input_tokens} input tokens, "
+                f"first token {run.ttft_s:.2f} s", quiet)  # fmt: skip
+    rows = [{"image": report.name, "image_size": policy or "model's", **report.summary(1), "runs": [asdict(r) for r in report.runs]}
+            for (_, policy), (_, report) in cases.items()]  # fmt: skip
+    machine_info = machine(engine.device)
+    machine_info["load_average_before"] = load_before
+    return {"date": date.today().isoformat(), "machine": machine_info, "setup": path.setup,
+            "inputs": {"prompt": prompt, "tokens": tokens, "repeats": repeats, "model": engine.name, "image_size": image_size},
+            "image_cost": rows}  # fmt: skip
+
+
+COST_COLUMNS = [
+    ("input tokens", "input_tokens", "{}"), ("first token (s)", "ttft_s", "{:.2f}"), ("preprocess (s)", "preprocess_s", "{:.3f}"),
+    ("vision (s)", "vision_s", "{:.2f}"), ("prefill (s)", "prefill_s", "{:.2f}"), ("decode (ms/token)", "decode_ms_per_token", "{:.1f}"),
+]  # fmt: skip
+
+
+def format_image_cost(report: dict) -> str:
+    inputs = report["inputs"]
+    rows = [[row["image"], str(row["image_size"]), *(fmt.format(row[key]) for _, key, fmt in COST_COLUMNS)] for row in report["image_cost"]]
+    return "\n".join([
+        f"{inputs['model']} on {report['machine']['device']} ({report['machine']['cpu']}), {inputs['tokens']} new tokens, "
+        f"medians of {inputs['repeats']}; {report['setup']}",
+        machine_line(report["machine"]),
+        "",
+        format_table(["image", "image size", *(label for label, _, _ in COST_COLUMNS)], rows, right=tuple(range(2, 2 + len(COST_COLUMNS)))),
+    ])  # fmt: skip
 
 
 def ocr_cost(picture: Image.Image, repeats: int, quiet: bool) -> dict:
@@ -376,9 +553,14 @@ def make_report(inputs: Inputs, engine: Engine, reports: list[PathReport], repea
 def machine(device: str) -> dict:
     import transformers
 
+    probe = this_cpu()
     info = {
         "device": device,
-        "cpu": cpu_name(),
+        "cpu": probe.model,
+        "cpu_flags": list(probe.flags),  # the probed ones that decide the defaults (smolsight.engine.cpu)
+        "cpu_kind": probe.kind,
+        "bf16_speedup": probe.bf16_speedup,
+        "cpu_defaults": cpu_defaults(probe).why,
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -393,18 +575,17 @@ def machine(device: str) -> dict:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return this_cpu().model
 
 
 ROWS = [
     ("load (s)", "load_s", "{:.2f}"),
     ("time to first token (s)", "ttft_s", "{:.2f}"),
+    ("  preprocess (s)", "preprocess_s", "{:.3f}"),
+    ("  vision: encoder + connector (s)", "vision_s", "{:.3f}"),
+    ("  prefill: decoder over the prompt (s)", "prefill_s", "{:.3f}"),
+    ("  other (s)", "other_s", "{:.3f}"),
+    ("decode (ms per token)", "decode_ms_per_token", "{:.1f}"),
     ("decode (tokens/s per answer)", "decode_tokens_per_s", "{:.1f}"),
     ("end to end (s per batch)", "end_to_end_s", "{:.2f}"),
     ("images/s", "images_per_s", "{:.3f}"),
@@ -422,6 +603,7 @@ def format_report(report: dict) -> str:
         f"{inputs['model']} on {report['machine']['device']} ({report['machine']['cpu']}), image {inputs['image']}, "
         f"{seed['input_tokens']} input tokens, {inputs['tokens']} new tokens, batch {inputs['batch']}, "
         f"medians of {inputs['repeats']}",
+        machine_line(report["machine"]),
         f"  seed path: {seed['setup']}",
         f"  smolsight: {smol['setup']}",
         "",
@@ -438,6 +620,12 @@ def format_report(report: dict) -> str:
         cost = report["ocr"]
         lines.append(f"OCR ({cost['engine']}): {cost['seconds_per_image']:.2f} s per image, median of {len(cost['runs'])}, {cost['lines']} lines read")
     return "\n".join(lines)
+
+
+def machine_line(machine: dict) -> str:
+    """The CPU's probed flags and the load average, which every figure must be read with."""
+    flags = " ".join(machine.get("cpu_flags", [])) or "none of the probed ones"
+    return f"  CPU flags: {flags}; load average {machine.get('load_average_before', ['?'])[0]} before, {machine['load_average'][0]} after"
 
 
 def relative(ratio: float) -> str:

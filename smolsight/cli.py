@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from .errors import SmolsightError
-from .engine.options import PRESETS
+from .engine.options import PRESETS, image_size_setting
 from .engine.media import DEFAULT_MAX_PIXELS
 from .engine.ocr import ENGINES as OCR_ENGINES
 from .tasks import LANGS, STYLES, TASKS, styled_prompt
@@ -26,6 +26,12 @@ PROMPT_PENALTY = click.option("--prompt-penalty/--no-prompt-penalty", "penalize_
                               help="repetition_penalty on the prompt's tokens too (transformers' way) or on generated ones only.")
 
 
+def image_size_option(help_text: str):
+    """--image-size EDGE|native, checked as the option is read (before any model loads)."""
+    return click.option("--image-size", default=None, metavar="EDGE|native", callback=lambda ctx, param, value: image_size_setting(value),
+                        help=f"{help_text} 'native': each image at its own size, rounded up to whole tiles [default: the model's, 2048 px].")
+
+
 def stacked(decorators: list, command):
     """`command` with the option decorators applied, the first listed shown first in --help."""
     return functools.reduce(lambda cmd, decorate: decorate(cmd), reversed(decorators), command)
@@ -38,7 +44,7 @@ def model_options(command):
                      help="Alias (256m, 500m, 2.2b), hub id, or local directory."),
         click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)."),
         click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
-                     help="Default: bfloat16 on CUDA and on CPUs with AVX512-BF16/AMX, else float32."),
+                     help="Default: bfloat16 on CUDA and on CPUs with AMX/AVX512-BF16 where bf16 measured faster (cached probe), else float32."),
         click.option("--attn", type=click.Choice(["sdpa", "eager", "flash_attention_2"]), default=None,
                      help="Default: flash_attention_2 on CUDA when installed, else sdpa."),
         click.option("--adapter", default=None, help="LoRA adapter directory from `smolsight finetune`."),
@@ -70,7 +76,7 @@ def generation_options(command):
         click.option("--guard-min-tokens", type=int, default=None, help="Short units must also span this many tokens."),
         click.option("--dedupe/--no-dedupe", "dedupe_sentences", default=None,
                      help="Drop sentences that repeat earlier ones."),
-        click.option("--image-size", type=int, default=None, help="Longest image edge before tiling."),
+        image_size_option("Longest image edge before tiling."),
         click.option("--no-split", is_flag=True, help="Do not cut images into tiles (~8x fewer tokens)."),
         click.option("--fps", "video_fps", type=float, default=None, help="Video frames sampled per second."),
         click.option("--max-frames", type=int, default=None, help="Most video frames sampled."),
@@ -458,7 +464,7 @@ def ocr_eval(suite: str, engines: tuple[str, ...], scenarios: tuple[str, ...], l
 @click.option("--epochs", type=int, default=3, show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--grad-accum", type=int, default=1, show_default=True, help="Batches per optimizer step.")
-@click.option("--image-size", type=int, default=None, help="Longest image edge before tiling (also used for evaluation).")
+@image_size_option("Longest image edge before tiling (also used for evaluation).")
 @click.option("--no-split", is_flag=True, help="Do not cut images into tiles (~8x fewer tokens, much faster).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Shuffling, dropout and --eval-split seed.")
 @click.option("--train-connector", is_flag=True, help="Also train the vision-to-text connector.")
@@ -507,21 +513,36 @@ def merge_adapter_command(model: str, adapter: str, out: str, dtype: str | None,
 @click.option("--image", default=None, help="Image to use [default: a generated 800x600 scene].")
 @click.option("--prompt", default=None, help="Question [default: the field report's].")
 @click.option("--batch", type=int, default=1, show_default=True, help="Answers generated together (distinct images).")
-@click.option("--image-size", type=int, default=None, help="Longest image edge before tiling, for both paths.")
+@image_size_option("Longest image edge before tiling, for both paths.")
 @click.option("--tokens", type=int, default=64, show_default=True, help="Forced answer length (min = max new tokens).")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Interleaved timed runs of each path.")
 @click.option("--ocr", is_flag=True, help="Also time OCR reading the picture, per image (pip install 'smolsight[ocr]').")
+@click.option("--size", "sizes", multiple=True, metavar="WxH", help="Resize the picture to WxH (with --image-cost: repeatable, the sizes swept).")
+@click.option("--image-cost", is_flag=True,
+              help="Instead: smolsight's input tokens and time split per --size (default 320x240 to 1920x1080), under the model's image size and --image-size (default native).")
 @click.option("-o", "--out", default="bench.json", show_default=True, help="JSON report file.")
 def bench(**kwargs) -> None:
     """Time the seed's code path against smolsight's on the same inputs, in one process."""
-    from .bench import DEFAULT_PROMPT, format_report, run_bench, write_report
+    from .bench import DEFAULT_PROMPT, SWEEP_SIZES, format_image_cost, format_report, parse_size, run_bench, run_image_cost, write_report
 
     out, verbose = kwargs.pop("out"), kwargs.pop("verbose")
-    report = run_bench(prompt=kwargs.pop("prompt") or DEFAULT_PROMPT, **kwargs)
+    prompt = kwargs.pop("prompt") or DEFAULT_PROMPT
+    sizes = [parse_size(text) for text in kwargs.pop("sizes")]
+    if kwargs.pop("image_cost"):
+        for unused in ("batch", "ocr"):
+            if kwargs.pop(unused) not in (1, False):
+                raise SmolsightError(f"--{unused} is for the seed-path comparison, not --image-cost")
+        report = run_image_cost(prompt=prompt, sizes=sizes or list(SWEEP_SIZES), **{**kwargs, "image_size": kwargs["image_size"] or "native"})
+        text = format_image_cost(report)
+    else:
+        if len(sizes) > 1:
+            raise SmolsightError("several --size values sweep image sizes: add --image-cost (or give one --size)")
+        report = run_bench(prompt=prompt, size=sizes[0] if sizes else None, **kwargs)
+        text = format_report(report)
     write_report(report, out)
     if verbose:
         click.echo(json.dumps(report["machine"]), err=True)
-    click.echo(format_report(report))
+    click.echo(text)
     click.echo(f"JSON report: {out}", err=True)
 
 

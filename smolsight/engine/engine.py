@@ -25,8 +25,8 @@ from .fastpaths import FastPaths
 from .generation import PREFILL_CHUNK, Chunk, Generation, Result
 from .loading import DEFAULT_MODEL, choose_runtime, load_model
 from .media import DEFAULT_MAX_PIXELS, MediaInput, Video, is_video, load_image, load_video
-from .options import PROCESSING_SETTINGS, GenerationOptions, resolve_options
-from .prompts import Message, chat_text, images_of, validate, video_of
+from .options import NATIVE_IMAGE_SIZE, PROCESSING_SETTINGS, GenerationOptions, image_size_setting, resolve_options
+from .prompts import Message, chat_text, images_of, native_images, validate, video_of
 from .redundancy import repetition_metrics
 from .structured import Constraint, Grammars, ResponseFormat
 
@@ -41,7 +41,7 @@ class Request:
 
     messages: list[Message]
     options: GenerationOptions = field(default_factory=resolve_options)
-    image_size: int | None = None  # longest edge before tiling; None keeps the model's setting
+    image_size: int | str | None = None  # longest edge before tiling, or "native"; None keeps the model's (options.image_size_setting)
     split: bool = True  # cut images into tiles (costly but sharper)
     video_fps: float | None = None
     max_frames: int | None = None
@@ -49,12 +49,14 @@ class Request:
     response_format: ResponseFormat | None = None  # the answer must be this JSON (engine.structured); None: free text
 
     def __post_init__(self) -> None:
+        self.image_size = image_size_setting(self.image_size)
         if self.response_format is not None and self.ocr == "answer":
             raise SmolsightError("OCR's answer mode generates nothing, so it cannot follow a response_format")
 
     @classmethod
     def simple(cls, media: MediaInput | list[MediaInput] | None, prompt: str, max_pixels: int = DEFAULT_MAX_PIXELS, **settings) -> "Request":
         """Images (any number) or one video, and a prompt, as one user turn."""
+        image_size_setting(settings.get("image_size"))  # a bad setting fails before any image is read
         items = [] if media is None else media if isinstance(media, list) else [media]
         videos = [m for m in items if is_video(m)]
         if videos and len(items) > 1:
@@ -194,9 +196,12 @@ class Engine:
         images = images_of(request.messages)
         video = video_of(request.messages)
         if images:
-            kwargs["images"] = [images]
+            native = request.image_size == NATIVE_IMAGE_SIZE
+            kwargs["images"] = [native_images(self.processor, images) if native else images]
             kwargs["do_image_splitting"] = request.split
-            if request.image_size:
+            if native:
+                kwargs["do_resize"] = False  # each image at its own size (prompts.native_images)
+            elif request.image_size:
                 kwargs["size"] = {"longest_edge": request.image_size}
         if video is not None:
             kwargs["videos"] = [video.frames]

@@ -7,8 +7,9 @@ inference path. docs/performance.md has the measurements behind every default.
 
 - int8: decode steps go through int8 copies of the language model's Linear layers and LM head
   (torch's own dynamic quantisation, per output channel): a quarter of float32's bytes per token,
-  and fbgemm's int8 kernels beat bf16 matrix-vector products on CPU. Prefill (compute-bound,
-  where bf16 on AMX beats int8) keeps the original weights. CPU only.
+  and fbgemm's int8 kernels beat bf16 matrix-vector products on CPU. Prefill (compute-bound;
+  dynamic int8 lost to bf16 there by 2.7x on the AMX machine) keeps the original weights. On by
+  default wherever the CPU has AVX2 (engine.cpu has the per-CPU rule). CPU only.
 - decode_threads: intra-op threads during decode steps. Each step is hundreds of tiny parallel
   regions; when other processes keep the cores busy, a second thread waiting for a busy core costs
   far more than it adds. 'auto' (the CPU default) decodes on one thread when other processes kept
@@ -32,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import cpu
 from ..errors import SmolsightError
 
 CACHE_BLOCK = 256
@@ -54,10 +56,11 @@ class FastPaths:
 
 
 def default_fast_paths(device: str) -> FastPaths:
-    """What measured as a win on each kind of device (docs/performance.md)."""
+    """What measured as a win on each kind of device (docs/performance.md); on CPU, int8 decode
+    where the probed CPU runs torch's int8 kernels (engine.cpu)."""
     if device.startswith("cuda"):
         return FastPaths()
-    return FastPaths(int8=True, decode_threads="auto")
+    return FastPaths(int8=cpu.defaults().int8_decode, decode_threads="auto")
 
 
 def parse_fast_paths(spec: str | None, device: str) -> FastPaths:

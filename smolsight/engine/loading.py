@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from . import cpu
 from ..console import log
 from ..errors import ModelNotFoundError, SmolsightError
 
@@ -38,15 +39,6 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX make bf16 matmuls fast on CPU; elsewhere bf16 is emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def choose_runtime(device: str | None, dtype: str | None, attn: str | None) -> tuple[str, str, str]:
     """Device, dtype and attention: automatic unless given."""
     if device is None:
@@ -54,7 +46,7 @@ def choose_runtime(device: str | None, dtype: str | None, attn: str | None) -> t
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SmolsightError("device cuda was asked for but no CUDA GPU is available")
     if dtype is None:
-        dtype = "bfloat16" if device.startswith("cuda") or cpu_has_bf16() else "float32"
+        dtype = "bfloat16" if device.startswith("cuda") else cpu.defaults().dtype  # the probed CPU's (engine.cpu)
     if dtype not in ("bfloat16", "float16", "float32"):
         raise SmolsightError(f"unknown dtype {dtype!r}; use bfloat16, float16 or float32")
     if attn is None:

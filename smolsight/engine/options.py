@@ -126,6 +126,27 @@ DEFAULT_PRESET = "precise"
 # as opposed to how tokens are chosen: the keyword arguments that callers pass beside the decoding knobs.
 PROCESSING_SETTINGS = ("image_size", "split", "video_fps", "max_frames", "max_pixels", "ocr", "response_format")
 
+# `image_size`: None keeps the model's longest edge (SmolVLM2 upscales every image to 2048 px, so a
+# 640x480 frame costs 13 tiles); a number of pixels sets the longest edge for every image; "native"
+# keeps each image's own size, rounded up to whole tiles and capped at the model's edge
+# (`prompts.native_images`). The model's setting stays the default: what the smaller inputs cost
+# in accuracy cannot be measured without real weights (docs/performance.md).
+NATIVE_IMAGE_SIZE = "native"
+MAX_IMAGE_EDGE = 4096  # transformers' SmolVLM processor never resizes beyond this
+IMAGE_SIZE_RULE = f"use {NATIVE_IMAGE_SIZE!r} (each image at its own size, in whole tiles) or a longest edge in pixels from 1 to {MAX_IMAGE_EDGE}"
+
+
+def image_size_setting(value: int | str | None) -> int | str | None:
+    """`value` checked, as every surface (CLI, server, suites, batch jobs, watch rules) takes it:
+    None, "native", or a longest edge in pixels (a number or its digits)."""
+    if value is None or value == NATIVE_IMAGE_SIZE:
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_IMAGE_EDGE:
+        raise SmolsightError(f"invalid image size {value!r}: {IMAGE_SIZE_RULE}")
+    return value
+
 
 def resolve_options(preset: str | None = None, **overrides) -> GenerationOptions:
     """A preset (default `precise`) with any knob overridden."""

@@ -42,13 +42,13 @@ def to_request(body: ChatCompletionRequest, media: MediaPolicy, max_tokens: int,
     if len(images) > MAX_IMAGES:
         raise LimitError(f"{len(images)} images in one request; this server takes at most {MAX_IMAGES}")
     split = not any(p.image.detail == "low" for p in images)
-    fetched = fetch_images(images, media, split)
+    fetched = fetch_images(images, media, split, body.image_size)
     messages = [convert_message(m, media, fetched) for m in body.messages]
     if body.task:
         last = messages[-1]
         last.text = styled_prompt(body.task, last.text.strip() or None, body.task_lang)
     validate(messages)
-    return Request(messages, options, split=split, ocr=body.ocr_mode, response_format=response_format)
+    return Request(messages, options, image_size=body.image_size, split=split, ocr=body.ocr_mode, response_format=response_format)
 
 
 def check_text_length(body: ChatCompletionRequest, max_input_tokens: int) -> None:
@@ -61,16 +61,16 @@ def check_text_length(body: ChatCompletionRequest, max_input_tokens: int) -> Non
                          f"(this server's input limit)")  # fmt: skip
 
 
-def fetch_images(parts: list[ImagePart], media: MediaPolicy, split: bool) -> dict[int, bytes]:
+def fetch_images(parts: list[ImagePart], media: MediaPolicy, split: bool, longest_edge: int | str | None = None) -> dict[int, bytes]:
     """Each image part's bytes (by the part's id), once their headers show that every image is
     within the pixel limit and that together they fit the input-token limit."""
     fetched = {id(p): fetch(p.image.url, media.urls) for p in parts}
     sizes = [image_size(data, media.max_pixels) for data in fetched.values()]
     if media.image_tokens is not None and sizes:
-        tokens = sum(media.image_tokens(width, height, split) for width, height in sizes)
+        tokens = sum(media.image_tokens(width, height, split, longest_edge) for width, height in sizes)
         if tokens > media.max_input_tokens:
             raise LimitError(f"the {len(sizes)} image(s) would take {tokens} tokens, over this server's input limit of "
-                             f"{media.max_input_tokens} (send fewer or smaller images, or detail: low)")  # fmt: skip
+                             f"{media.max_input_tokens} (send fewer or smaller images, image_size: native, or detail: low)")  # fmt: skip
     return fetched
 
 

@@ -22,10 +22,13 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 from ..engine import Result
-from ..engine.options import DEFAULT_PRESET, MAX_TOP_LOGPROBS, PRESETS, GenerationOptions, resolve_options
+from ..engine.options import (
+    DEFAULT_PRESET, IMAGE_SIZE_RULE, MAX_IMAGE_EDGE, MAX_TOP_LOGPROBS, NATIVE_IMAGE_SIZE, PRESETS, GenerationOptions, image_size_setting,
+    resolve_options,
+)  # fmt: skip
 from ..errors import SmolsightError
 
 if TYPE_CHECKING:
@@ -210,6 +213,21 @@ class ChatCompletionRequest(Strict):
         "model the lines read, with their positions, before the question; `answer` answers with the text read and generates nothing. "
         "The lines read come back in the response's `ocr`.",
     )
+    image_size: int | str | None = Field(
+        None, description=f"Longest image edge before tiling, 1 to {MAX_IMAGE_EDGE} px, or `native`: each image at its own size, rounded "
+        "up to whole tiles (a 640x480 frame: 5 tiles instead of 13). Default: the model's (2048 px for SmolVLM2, small images upscaled).",
+    )
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def check_image_size(cls, value: object) -> int | str | None:
+        """The engine's one check (`options.image_size_setting`), so a bad value is a 422 naming the field."""
+        if isinstance(value, str) and value != NATIVE_IMAGE_SIZE:
+            raise ValueError(f"{IMAGE_SIZE_RULE}, not {value!r}")  # digits too: a JSON number is asked for
+        try:
+            return image_size_setting(value)
+        except SmolsightError:
+            raise ValueError(f"{IMAGE_SIZE_RULE}, not {value!r}") from None
 
     @property
     def ocr_mode(self) -> str | None:

@@ -23,14 +23,14 @@ CHARS_PER_TOKEN = 8  # a token rarely covers more characters: text longer than t
 @dataclass(frozen=True)
 class MediaPolicy:
     """The server's input limits, applied while a request is converted, before the costly work:
-    `image_tokens(width, height, split)` predicts an image's tokens from its header."""
+    `image_tokens(width, height, split, image_size)` predicts an image's tokens from its header."""
 
     max_pixels: int
     max_frames: int
     video_fps: float
     urls: UrlPolicy = UrlPolicy(allow_fetch=False, allow_private=False)
     max_input_tokens: int = 6144
-    image_tokens: Callable[[int, int, bool], int] | None = None
+    image_tokens: Callable[[int, int, bool, int | str | None], int] | None = None
 
 
 @dataclass(frozen=True)

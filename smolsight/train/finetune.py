@@ -31,6 +31,7 @@ import torch
 
 from .dataset import IGNORE, Example, collate, encode, evaluation_suite, load_examples, split_examples
 from ..console import log
+from ..engine.options import image_size_setting
 from ..errors import SmolsightError
 
 TEXT_TARGETS = r".*text_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
@@ -52,7 +53,7 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 4
     grad_accum: int = 1
-    image_size: int | None = None
+    image_size: int | str | None = None  # a longest edge, or "native" (engine.options.image_size_setting)
     split: bool = True
     seed: int = 0
     train_connector: bool = False
@@ -62,6 +63,7 @@ class TrainConfig:
     prompt_style: str = "short"
 
     def __post_init__(self) -> None:
+        image_size_setting(self.image_size)
         checks = [
             (self.rank >= 1, "rank must be at least 1"),
             (self.alpha > 0, "alpha must be > 0"),
@@ -70,7 +72,6 @@ class TrainConfig:
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch size must be at least 1"),
             (self.grad_accum >= 1, "gradient accumulation must be at least 1"),
-            (self.image_size is None or self.image_size >= 1, "image size must be at least 1"),
             (self.eval_split is None or 0 < self.eval_split < 1, "eval split must be between 0 and 1"),
         ]
         for ok, message in checks:

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from ..engine.fetch import UrlPolicy
-from ..engine.options import PRESETS
+from ..engine.options import IMAGE_SIZE_RULE, PRESETS, image_size_setting
 from ..errors import SmolsightError
 from ..evals.suite import yaml_problem
 
@@ -68,7 +68,7 @@ class SourceSpec:
     sample_fps: float  # frames looked at per second (of the source's own time for files)
     change_threshold: float  # mean absolute difference, 0..1, that counts as a change
     rules: tuple[Rule, ...]
-    image_size: int | None = None
+    image_size: int | str | None = None  # a longest edge, or "native" (engine.options.image_size_setting)
     split: bool = False
     realtime: bool = False  # files and folders: play at the clip's speed, as a camera would
 
@@ -253,7 +253,11 @@ def read_source(file: Path, item: object, where: str, line: int) -> SourceSpec:
     threshold = fields.positive("change_threshold", 0.02, zero=True)
     if threshold > 1:
         fields.fail("change_threshold", f"is a fraction of full brightness, 0 to 1, not {threshold:g}")
-    image_size = fields.get("image_size", int)
+    image_size = fields.get("image_size", (int, str))
+    try:
+        image_size = image_size_setting(image_size)
+    except SmolsightError:
+        fields.fail("image_size", f"{IMAGE_SIZE_RULE}, not {image_size!r}")
     split = fields.get("split", bool, False)
     realtime = fields.get("realtime", bool, False)
     rules = tuple(read_rule(file, rule, rule_where, rule_line) for rule, rule_where, rule_line in fields.items("rules"))
