@@ -183,6 +183,28 @@ def ask(args: tuple[str, ...], prompt: str | None, max_pixels: int, as_json: boo
                 click.echo(f"[{event.finish_reason}: repeated text removed; answer: {event.text}]", err=True)
 
 
+@main.command()
+@click.argument("model", default="256m")
+@click.option("--adapter", default=None, help="LoRA adapter directory from `smolsight finetune` (merged before converting).")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default=None,
+              help="Weights as the engine will load them [default: as ask/serve choose on this CPU].")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "f32", "int8"]), default="auto", show_default=True,
+              help="auto: bf16 where OpenVINO reports BF16 support on this CPU (and the weights are not float32), else f32.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def convert(model: str, adapter: str | None, dtype: str | None, precision: str, quiet: bool) -> None:
+    """Convert MODEL's vision encoder to OpenVINO ahead of time (once; later loads take seconds) and
+    print the cached file. Engines on CPU use it by default (SMOLSIGHT_FAST=default,vision=torch: not)."""
+    from .engine import openvino_vision, vision
+    from .engine.loading import choose_runtime, load_model
+
+    vision.check("openvino-int8" if precision == "int8" else "openvino", "cpu")
+    _, dtype, attn = choose_runtime("cpu", dtype, None)
+    network, processor = load_model(model, "cpu", dtype, attn, adapter=adapter, quiet=quiet)
+    chosen = openvino_vision.float_precision(dtype) if precision == "auto" else precision
+    backend = openvino_vision.load(network, processor, chosen, quiet)
+    click.echo(backend.path)
+
+
 @main.command("make-checkpoint")
 @click.argument("directory")
 @click.option("--shape", type=click.Choice(["tiny", "256m", "500m", "2.2b"]), default="tiny", show_default=True)

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from . import decoding
 
-from . import fastpaths, ocr
+from . import fastpaths, ocr, vision
 from ..errors import MediaError
 from .fastpaths import FastPaths
 from .loading import DEFAULT_MODEL, choose_runtime, load_model
@@ -99,7 +99,7 @@ class Result:
 
 
 class Engine:
-    def __init__(self, model, processor, name: str, device: str, dtype: str, attn: str, fast: FastPaths = FastPaths()) -> None:
+    def __init__(self, model, processor, name: str, device: str, dtype: str, attn: str, fast: FastPaths = FastPaths(), vision_backend=None) -> None:
         self.model = model
         self.processor = processor
         self.name = name
@@ -113,6 +113,7 @@ class Engine:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.layout = decoding.layout_tokens(self.tokenizer, model.config.text_config.vocab_size)
         self.vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.vision = vision_backend or vision.TorchVision(model, device)  # image features: torch or OpenVINO
         self.decode_forward = fastpaths.decode_step(model, fast)  # the model's one-token forward, compiled if asked
 
     @classmethod
@@ -132,10 +133,12 @@ class Engine:
         device, dtype, attn = choose_runtime(device, dtype, attn)
         if not isinstance(fast, FastPaths):
             fast = fastpaths.parse_fast_paths(fast, device)
+        vision.check(fast.vision, device)
         network, processor = load_model(model, device, dtype, attn, adapter=adapter, quiet=quiet, verbose=verbose,
                                          note=f"; fast paths: {', '.join(fast.names()) or 'none'}")
         fastpaths.apply(network, fast, device)
-        return cls(network, processor, model, device, dtype, attn, fast)
+        backend = vision.make(fast.vision, network, processor, device, dtype, quiet)
+        return cls(network, processor, model, device, dtype, attn, fast, backend)
 
     @property
     def runtime(self) -> dict:
@@ -244,12 +247,7 @@ class Engine:
         if key in self.vision_cache:
             self.vision_cache.move_to_end(key)
             return self.vision_cache[key]
-        dtype = self.model.dtype
-        pixel_mask = inputs.get("pixel_attention_mask")
-        output = self.model.model.get_image_features(
-            pixels.to(self.device, dtype), None if pixel_mask is None else pixel_mask.to(self.device), return_dict=True
-        )
-        features = torch.cat(list(output.pooler_output), dim=0)
+        features = self.vision(pixels, inputs.get("pixel_attention_mask"))
         self.vision_cache[key] = features
         if len(self.vision_cache) > VISION_CACHE_SIZE:
             self.vision_cache.popitem(last=False)
