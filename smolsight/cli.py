@@ -516,6 +516,8 @@ def merge_adapter_command(model: str, adapter: str, out: str, dtype: str | None,
 @click.option("--tokens", type=int, default=64, show_default=True, help="Forced answer length (min = max new tokens).")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Interleaved timed runs of each path.")
 @click.option("--ocr", is_flag=True, help="Also time OCR reading the picture, per image (pip install 'smolsight[ocr]').")
+@click.option("--vision-backends", is_flag=True,
+              help="Also time the vision encoder alone on torch, OpenVINO and OpenVINO int8, with their feature errors (pip install 'smolsight[openvino]').")
 @click.option("-o", "--out", default="bench.json", show_default=True, help="JSON report file.")
 def bench(**kwargs) -> None:
     """Time the seed's code path against smolsight's on the same inputs, in one process."""

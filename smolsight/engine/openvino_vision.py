@@ -18,8 +18,10 @@ quantisation on tiles of synthetic pictures).
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -58,6 +60,7 @@ def core():
     return openvino.Core()
 
 
+@functools.cache
 def cpu_supports_bf16() -> bool:
     """What OpenVINO's CPU plugin reports, not a guess from the CPU's name."""
     return "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -101,14 +104,25 @@ def tile_geometry(model) -> tuple[int, int]:
     return vision.image_size, vision.image_size // vision.patch_size
 
 
+def float32_tower(model) -> VisionTower:
+    """A float32 copy of the model's tower (the engine's own weights stay as they are)."""
+    return VisionTower(copy.deepcopy(model.model.vision_model).float(), copy.deepcopy(model.model.connector).float()).eval()
+
+
+def reference_features(model, pixels: torch.Tensor, pixel_mask: torch.Tensor | None) -> torch.Tensor:
+    """float32 torch features on the same weights: what the backends' errors are measured against."""
+    tiles, masks = real_tiles(pixels, pixel_mask, model.config.vision_config.patch_size)
+    with torch.inference_mode():
+        return float32_tower(model)(tiles, masks).flatten(0, 1)
+
+
 def convert_float(model, out: Path, quiet: bool) -> None:
-    """Trace a float32 copy of the tower (the engine's own weights stay as they are) and save it
-    uncompressed (f32 weights: the precision is chosen when compiling)."""
+    """Trace a float32 copy of the tower and save it uncompressed (f32 weights: the precision is
+    chosen when compiling)."""
     import openvino
 
     side, patches = tile_geometry(model)
-    parts = (copy.deepcopy(model.model.vision_model).float(), copy.deepcopy(model.model.connector).float())
-    tower = VisionTower(*parts).eval()
+    tower = float32_tower(model)
     example = (torch.zeros(1, 3, side, side), torch.ones(1, patches, patches, dtype=torch.bool))
     inputs = [("pixel_values", openvino.PartialShape([-1, 3, side, side]), openvino.Type.f32),
               ("patch_attention_mask", openvino.PartialShape([-1, patches, patches]), openvino.Type.boolean)]  # fmt: skip
@@ -149,8 +163,10 @@ def calibration_tiles(model, processor, count: int = CALIBRATION_PICTURES) -> li
 
 def quantize_int8(model, processor, float_file: Path, out: Path, quiet: bool) -> None:
     """nncf's post-training quantisation (transformer preset: softmax and layer norms stay float)."""
-    import nncf
     import openvino
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf imports it; its CUDA note is noise here
+    import nncf
 
     items = calibration_tiles(model, processor)
     log(f"  quantising to int8, calibrated on {len(items)} tiles of synthetic pictures…", quiet)
