@@ -184,7 +184,7 @@ def ask(args: tuple[str, ...], prompt: str | None, max_pixels: int, as_json: boo
 
 
 @main.command()
-@click.argument("model", default="256m")
+@click.argument("model", default="256m", envvar="SMOLSIGHT_MODEL")
 @click.option("--adapter", default=None, help="LoRA adapter directory from `smolsight finetune` (merged before converting).")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default=None,
               help="Weights as the engine will load them [default: as ask/serve choose on this CPU].")
@@ -192,8 +192,10 @@ def ask(args: tuple[str, ...], prompt: str | None, max_pixels: int, as_json: boo
               help="auto: bf16 where OpenVINO reports BF16 support on this CPU (and the weights are not float32), else f32.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def convert(model: str, adapter: str | None, dtype: str | None, precision: str, quiet: bool) -> None:
-    """Convert MODEL's vision encoder to OpenVINO ahead of time (once; later loads take seconds) and
-    print the cached file. Engines on CPU use it by default (SMOLSIGHT_FAST=default,vision=torch: not)."""
+    """Convert MODEL's vision encoder (and connector) to OpenVINO ahead of time and print the cached
+    file: once per weights; engines then load it in seconds. MODEL: an alias, hub id or directory
+    [default: 256m]. Engines on CPU use OpenVINO by default and convert on first use if this was not
+    run (SMOLSIGHT_FAST=default,vision=torch keeps vision on torch)."""
     from .engine import openvino_vision, vision
     from .engine.loading import choose_runtime, load_model
 
@@ -508,7 +510,8 @@ def merge_adapter_command(model: str, adapter: str, out: str, dtype: str | None,
 @main.command()
 @model_options
 @click.option("--fast", default=None, envvar="SMOLSIGHT_FAST",
-              help="smolsight's fast paths: default, none, or e.g. int8,static_cache,decode_threads=1.")
+              help="smolsight's fast paths: default, none, or e.g. int8,static_cache,decode_threads=1 "
+                   "(default,vision=torch: the defaults with vision on torch; vision=openvino-int8…).")
 @click.option("--image", default=None, help="Image to use [default: a generated 800x600 scene].")
 @click.option("--prompt", default=None, help="Question [default: the field report's].")
 @click.option("--batch", type=int, default=1, show_default=True, help="Answers generated together (distinct images).")

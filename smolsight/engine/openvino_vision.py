@@ -33,7 +33,6 @@ from torch import nn
 
 from ..console import log
 from ..errors import SmolsightError
-from .vision import real_tiles
 
 FORMAT = 1  # bump when the converted graph or the files change
 CACHE_ENV = "SMOLSIGHT_OPENVINO_CACHE"
@@ -52,6 +51,22 @@ class VisionTower(nn.Module):
     def forward(self, pixel_values: torch.Tensor, patch_attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.vision_model(pixel_values=pixel_values, patch_attention_mask=patch_attention_mask).last_hidden_state
         return self.connector(hidden)  # [N, tokens per tile, text hidden]
+
+
+def real_tiles(pixels: torch.Tensor, pixel_mask: torch.Tensor | None, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What transformers' `get_image_features` gives the encoder: the tiles [N, 3, S, S] without
+    the all-zero images that pad a batch, and for each tile which patches hold pixels [N, S/p, S/p]
+    (a tile that is only partly image attends to its image patches only)."""
+    tiles = pixels.flatten(0, 1)  # [batch * images, 3, S, S]
+    real = (tiles != 0).flatten(1).any(dim=1)
+    real[0] |= ~real.any()  # no image at all: keep one, as transformers does
+    tiles = tiles[real].float().contiguous()
+    if pixel_mask is None:
+        mask = torch.ones(tiles.shape[0], tiles.shape[2], tiles.shape[3], dtype=torch.bool)
+    else:
+        mask = pixel_mask.flatten(0, 1)[real]
+    patches = mask.unfold(1, patch_size, patch_size).unfold(2, patch_size, patch_size)
+    return tiles, patches.sum(dim=(-1, -2)) > 0
 
 
 def core():

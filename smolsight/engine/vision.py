@@ -43,22 +43,6 @@ class TorchVision:
         return torch.cat(list(output.pooler_output), dim=0)
 
 
-def real_tiles(pixels: torch.Tensor, pixel_mask: torch.Tensor | None, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """What transformers' `get_image_features` gives the encoder: the tiles [N, 3, S, S] without
-    the all-zero images that pad a batch, and for each tile which patches hold pixels [N, S/p, S/p]
-    (a tile that is only partly image attends to its image patches only)."""
-    tiles = pixels.flatten(0, 1)  # [batch * images, 3, S, S]
-    real = (tiles != 0).flatten(1).any(dim=1)
-    real[0] |= ~real.any()  # no image at all: keep one, as transformers does
-    tiles = tiles[real].float().contiguous()
-    if pixel_mask is None:
-        mask = torch.ones(tiles.shape[0], tiles.shape[2], tiles.shape[3], dtype=torch.bool)
-    else:
-        mask = pixel_mask.flatten(0, 1)[real]
-    patches = mask.unfold(1, patch_size, patch_size).unfold(2, patch_size, patch_size)
-    return tiles, patches.sum(dim=(-1, -2)) > 0
-
-
 def installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
