@@ -296,7 +296,7 @@ def run_bench(
     seed_load = time.perf_counter() - start
     log("Loading smolsight…", quiet)
     start = time.perf_counter()
-    engine = Engine.load(model, device, dtype, attn, adapter, quiet=True, fast=fast)
+    engine = Engine.load(model, device, dtype, attn, adapter, quiet=quiet, fast=fast)  # shows a first OpenVINO conversion
     smol = SmolsightPath(engine)
     reports = {
         SEED: (seed, PathReport(SEED, seed.setup, seed_load, weights_gb(seed.model))),
@@ -478,7 +478,7 @@ def format_report(report: dict) -> str:
                   f"{relative(speedup['ttft'])} to the first token, {relative(speedup['decode'])} decoding"]  # fmt: skip
     if "vision" in report:
         cost = report["vision"]
-        rows = [[name, f"{b['seconds']:.2f}", relative(b["vs_torch"]), f"{b['max_diff']:.4f}", f"{b['mean_diff']:.5f}"]
+        rows = [[name, f"{b['seconds']:.2f}", relative(b["vs_torch"]) if name != "torch" else "", f"{b['max_diff']:.4f}", f"{b['mean_diff']:.5f}"]
                 for name, b in cost["backends"].items()]  # fmt: skip
         lines += ["", f"Vision encoder + connector alone, {cost['tiles']} tiles, medians of {inputs['repeats']} (error: against {cost['reference']}):",
                   format_table(["backend", "seconds", "vs torch", "max diff", "mean diff"], rows, right=(1, 2, 3, 4))]  # fmt: skip

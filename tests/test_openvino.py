@@ -162,6 +162,19 @@ def test_convert_command_converts_once_and_prints_the_file(tiny_checkpoint, cach
     assert second.returncode == 0 and second.stdout.strip() == path and "Converting" not in second.stderr
 
 
+@needs_openvino
+def test_bench_times_each_vision_backend_with_its_error(tiny_checkpoint, tmp_path):
+    pytest.importorskip("nncf")
+    out = tmp_path / "bench.json"
+    result = cli("bench", "--model", tiny_checkpoint, "--dtype", "float32", "--tokens", "2", "--repeats", "1", "--vision-backends", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    cost = json.loads(out.read_text())["vision"]
+    assert list(cost["backends"]) == ["torch", "openvino f32", "openvino int8"] and cost["tiles"] == 13
+    assert cost["backends"]["openvino f32"]["max_diff"] < F32_MAX_DIFF < cost["backends"]["openvino int8"]["max_diff"]
+    assert all(len(b["runs"]) == 1 and b["seconds"] > 0 for b in cost["backends"].values())
+    assert "Vision encoder + connector alone, 13 tiles" in result.stdout and "openvino int8" in result.stdout
+
+
 def test_default_spec_can_switch_vision_to_torch(tiny_checkpoint):
     assert parse_fast_paths("default,vision=torch", "cpu") == replace(default_fast_paths("cpu"), vision="torch")
     engine = Engine.load(tiny_checkpoint, device="cpu", dtype="float32", quiet=True, fast="default,vision=torch")

@@ -77,5 +77,6 @@ def make(choice: str | None, model, processor, device: str, dtype: str, quiet: b
     try:
         return openvino_vision.load(model, processor, precision, quiet)
     except Exception as exc:  # auto must never cost the user an answer: say why and use torch
-        log(f"Vision on torch: the OpenVINO conversion failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", quiet)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log(f"Vision on torch: OpenVINO could not convert or compile it ({reason})", quiet)
         return TorchVision(model, device)
