@@ -175,6 +175,20 @@ def test_bench_times_each_vision_backend_with_its_error(tiny_checkpoint, tmp_pat
     assert "Vision encoder + connector alone, 13 tiles" in result.stdout and "openvino int8" in result.stdout
 
 
+@needs_openvino
+def test_auto_falls_back_to_torch_in_one_line_when_it_cannot_convert(tiny_checkpoint, tmp_path, monkeypatch, capfd):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv(openvino_vision.CACHE_ENV, str(blocker / "ov"))  # the cache cannot be made
+    engine = Engine.load(tiny_checkpoint, device="cpu", dtype="float32", fast="default")
+    assert isinstance(engine.vision, vision.TorchVision)
+    (notice,) = [line for line in capfd.readouterr().err.splitlines() if line.startswith("Vision on")]
+    assert notice.startswith(f"Vision on torch: OpenVINO could not convert or compile it ([Errno 20] Not a directory: '{blocker / 'ov'}")
+    assert engine.ask(picture(), "What is here?", max_new_tokens=2).output_tokens == 2
+    with pytest.raises(NotADirectoryError):  # asked for by name, it is not hidden
+        Engine.load(tiny_checkpoint, device="cpu", dtype="float32", quiet=True, fast="vision=openvino")
+
+
 def test_default_spec_can_switch_vision_to_torch(tiny_checkpoint):
     assert parse_fast_paths("default,vision=torch", "cpu") == replace(default_fast_paths("cpu"), vision="torch")
     engine = Engine.load(tiny_checkpoint, device="cpu", dtype="float32", quiet=True, fast="default,vision=torch")
