@@ -7,7 +7,8 @@ Conversion: `openvino.convert_model` traces `VisionTower` (what `get_image_featu
 once padding images are dropped: inputs the tiles [N, 3, S, S] and their patch mask
 [N, S/p, S/p], N dynamic); no optimum-intel, so no transformers version pin.
 
-Cache: `$SMOLSIGHT_OPENVINO_CACHE` (default ~/.cache/smolsight/openvino) / KEY / {f32,int8}.xml.
+Cache: `$SMOLSIGHT_OPENVINO_CACHE` (default ~/.cache/smolsight/openvino) / KEY / {f32,int8}.xml,
+and OpenVINO's compiled blobs of them in KEY/compiled.
 KEY hashes the vision and connector tensors as loaded (so a LoRA adapter that changes them gets
 its own conversion and one that does not shares the base's), their dtype, the vision config, the
 OpenVINO and transformers versions and this module's FORMAT. bf16 and f32 inference compile the
@@ -241,8 +242,8 @@ def load(model, processor, precision: str, quiet: bool = False) -> OpenVinoVisio
     path = convert(model, processor, precision, quiet)
     start = time.perf_counter()
     hint = precision if precision != "int8" else ("bf16" if cpu_supports_bf16() else "f32")
-    config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-    runtime = core()
-    compiled = runtime.compile_model(runtime.read_model(str(path)), "CPU", config)
+    config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+              "CACHE_DIR": str(path.parent / "compiled")}  # OpenVINO's own cache of compiled blobs: later loads skip compiling  # fmt: skip
+    compiled = core().compile_model(str(path), "CPU", config)
     log(f"Vision on OpenVINO ({precision}), compiled in {time.perf_counter() - start:.1f} s from {path}", quiet)
     return OpenVinoVision(compiled, precision, model.config.vision_config.patch_size, path)
