@@ -18,12 +18,14 @@ quantisation on tiles of synthetic pictures).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -186,8 +188,9 @@ def quantize_int8(model, processor, float_file: Path, out: Path, quiet: bool) ->
 
     items = calibration_tiles(model, processor)
     log(f"  quantising to int8, calibrated on {len(items)} tiles of synthetic pictures…", quiet)
-    quantized = nncf.quantize(core().read_model(str(float_file)), nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
-                              subset_size=len(items))  # fmt: skip
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull if quiet else sys.stderr):  # nncf's progress bars
+        quantized = nncf.quantize(core().read_model(str(float_file)), nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
+                                  subset_size=len(items))  # fmt: skip
     openvino.save_model(quantized, str(out), compress_to_fp16=False)
 
 
