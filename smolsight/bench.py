@@ -192,7 +192,7 @@ class SmolsightPath:
         self.engine = engine
         self.model = engine.model
         fast = ", ".join(engine.fast.names()) or "none"
-        self.setup = f"smolsight engine, {engine.dtype}, {engine.attn} attention, fast paths: {fast}"
+        self.setup = f"smolsight engine, {engine.dtype}, {engine.attn} attention, fast paths: {fast}, vision on {engine.vision.name}"
 
     def answer(self, inputs: Inputs, tokens: int) -> tuple[float, int, int]:
         start = time.perf_counter()
@@ -375,11 +375,17 @@ def run_bench(
     quiet: bool = False,
     ocr: bool = False,
     size: tuple[int, int] | None = None,
+    vision_backends: bool = False,
 ) -> dict:
     """Load both paths, warm each up, run them interleaved `repeats` times; return the report.
-    With `ocr`, also time the OCR model reading the picture (uncached), `repeats` times."""
+    With `ocr`, also time the OCR model reading the picture (uncached), `repeats` times; with
+    `vision_backends`, the vision encoder alone on each backend (`vision_cost`)."""
     if batch < 1 or tokens < 2 or repeats < 1:
         raise SmolsightError("--batch and --repeats must be at least 1 and --tokens at least 2")
+    if vision_backends:
+        from .engine import vision
+
+        vision.check("openvino-int8", device or "cpu")  # a missing extra fails here, before minutes of timing
     if ocr:
         from .engine.ocr import engine_name, reader
 
@@ -395,7 +401,7 @@ def run_bench(
     seed_load = time.perf_counter() - start
     log("Loading smolsight…", quiet)
     start = time.perf_counter()
-    engine = Engine.load(model, device, dtype, attn, adapter, quiet=True, fast=fast)
+    engine = Engine.load(model, device, dtype, attn, adapter, quiet=quiet, fast=fast)  # shows a first OpenVINO conversion
     smol = SmolsightPath(engine)
     reports = {
         SEED: (seed, PathReport(SEED, seed.setup, seed_load, weights_gb(seed.model))),
@@ -415,6 +421,8 @@ def run_bench(
     report = make_report(inputs, engine, [report for _, report in reports.values()], repeats)
     if ocr:
         report["ocr"] = ocr_cost(picture, repeats, quiet)
+    if vision_backends:
+        report["vision"] = vision_cost(engine, picture, image_size, repeats, quiet)
     report["machine"]["load_average_before"] = load_before  # 1, 5, 15 minutes; "load_average" is after
     return report
 
@@ -505,6 +513,40 @@ def ocr_cost(picture: Image.Image, repeats: int, quiet: bool) -> dict:
         ocr.read_image(picture, engine, cached=False)
         runs.append(round(time.perf_counter() - start, 4))
     return {"engine": engine, "seconds_per_image": round(statistics.median(runs), 4), "runs": runs, "lines": len(lines)}
+
+
+def vision_cost(engine: Engine, picture: Image.Image, image_size: int | None, repeats: int, quiet: bool) -> dict:
+    """The vision encoder + connector alone on the picture's tiles: torch (the engine's dtype),
+    OpenVINO at the CPU's float precision and OpenVINO int8, interleaved, medians of `repeats`
+    after a warm-up each; and each one's feature error against float32 torch on the same weights."""
+    from .engine import openvino_vision
+    from .engine.vision import TorchVision
+
+    inputs = engine.process(engine.request(picture, "?", image_size=image_size))
+    pixels, mask = inputs["pixel_values"], inputs.get("pixel_attention_mask")
+    backends = {"torch": TorchVision(engine.model, engine.device)}
+    for precision in (openvino_vision.float_precision(engine.dtype), "int8"):
+        backends[f"openvino {precision}"] = openvino_vision.load(engine.model, engine.processor, precision, quiet)
+    reference = openvino_vision.reference_features(engine.model, pixels, mask)
+    runs: dict[str, list[float]] = {name: [] for name in backends}
+    errors = {}
+    with torch.inference_mode():
+        for name, backend in backends.items():
+            difference = (backend(pixels, mask).float() - reference).abs()
+            errors[name] = {"max_diff": round(difference.max().item(), 4), "mean_diff": round(difference.mean().item(), 5)}
+        for repeat in range(repeats):
+            for name in list(backends) if repeat % 2 == 0 else list(reversed(backends)):
+                start = time.perf_counter()
+                backends[name](pixels, mask)
+                runs[name].append(round(time.perf_counter() - start, 4))
+                log(f"[{repeat + 1}/{repeats}] vision on {name}: {runs[name][-1]:.2f} s", quiet)
+    torch_s = statistics.median(runs["torch"])
+    return {
+        "tiles": int(reference.shape[0] // engine.processor.image_seq_len),
+        "reference": "float32 torch on the same weights",
+        "backends": {name: {"seconds": statistics.median(times), "vs_torch": round(torch_s / statistics.median(times), 2),
+                            **errors[name], "runs": times} for name, times in runs.items()},  # fmt: skip
+    }
 
 
 def read_files(source: str) -> None:
@@ -616,6 +658,12 @@ def format_report(report: dict) -> str:
     speedup = report["speedup"]
     lines += ["", f"smolsight vs the seed path: {relative(speedup['end_to_end'])} end to end, "
                   f"{relative(speedup['ttft'])} to the first token, {relative(speedup['decode'])} decoding"]  # fmt: skip
+    if "vision" in report:
+        cost = report["vision"]
+        rows = [[name, f"{b['seconds']:.2f}", relative(b["vs_torch"]) if name != "torch" else "", f"{b['max_diff']:.4f}", f"{b['mean_diff']:.5f}"]
+                for name, b in cost["backends"].items()]  # fmt: skip
+        lines += ["", f"Vision encoder + connector alone, {cost['tiles']} tiles, medians of {inputs['repeats']} (error: against {cost['reference']}):",
+                  format_table(["backend", "seconds", "vs torch", "max diff", "mean diff"], rows, right=(1, 2, 3, 4))]  # fmt: skip
     if "ocr" in report:
         cost = report["ocr"]
         lines.append(f"OCR ({cost['engine']}): {cost['seconds_per_image']:.2f} s per image, median of {len(cost['runs'])}, {cost['lines']} lines read")

@@ -207,6 +207,30 @@ def ask(args: tuple[str, ...], prompt: str | None, max_pixels: int, as_json: boo
                 click.echo(f"[{event.finish_reason}: repeated text removed; answer: {event.text}]", err=True)
 
 
+@main.command()
+@click.argument("model", default="256m", envvar="SMOLSIGHT_MODEL")
+@click.option("--adapter", default=None, help="LoRA adapter directory from `smolsight finetune` (merged before converting).")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default=None,
+              help="Weights as the engine will load them [default: as ask/serve choose on this CPU].")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "f32", "int8"]), default="auto", show_default=True,
+              help="auto: bf16 where OpenVINO reports BF16 support on this CPU (and the weights are not float32), else f32.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def convert(model: str, adapter: str | None, dtype: str | None, precision: str, quiet: bool) -> None:
+    """Convert MODEL's vision encoder (and connector) to OpenVINO ahead of time and print the cached
+    file: once per weights; engines then load it in seconds. MODEL: an alias, hub id or directory
+    [default: 256m]. Engines on CPU use OpenVINO by default and convert on first use if this was not
+    run (SMOLSIGHT_FAST=default,vision=torch keeps vision on torch)."""
+    from .engine import openvino_vision, vision
+    from .engine.loading import choose_runtime, load_model
+
+    vision.check("openvino-int8" if precision == "int8" else "openvino", "cpu")
+    _, dtype, attn = choose_runtime("cpu", dtype, None)
+    network, processor = load_model(model, "cpu", dtype, attn, adapter=adapter, quiet=quiet)
+    chosen = openvino_vision.float_precision(dtype) if precision == "auto" else precision
+    backend = openvino_vision.load(network, processor, chosen, quiet)
+    click.echo(backend.path)
+
+
 @main.command("make-checkpoint")
 @click.argument("directory")
 @click.option("--shape", type=click.Choice(["tiny", "256m", "500m", "2.2b"]), default="tiny", show_default=True)
@@ -509,7 +533,8 @@ def merge_adapter_command(model: str, adapter: str, out: str, dtype: str | None,
 @main.command()
 @model_options
 @click.option("--fast", default=None, envvar="SMOLSIGHT_FAST",
-              help="smolsight's fast paths: default, none, or e.g. int8,decode_threads=1.")
+              help="smolsight's fast paths: default, none, or e.g. int8,decode_threads=1 "
+                   "(default,vision=torch: the defaults with vision on torch; vision=openvino-int8…).")
 @click.option("--image", default=None, help="Image to use [default: a generated 800x600 scene].")
 @click.option("--prompt", default=None, help="Question [default: the field report's].")
 @click.option("--batch", type=int, default=1, show_default=True, help="Answers generated together (distinct images).")
@@ -520,6 +545,8 @@ def merge_adapter_command(model: str, adapter: str, out: str, dtype: str | None,
 @click.option("--size", "sizes", multiple=True, metavar="WxH", help="Resize the picture to WxH (with --image-cost: repeatable, the sizes swept).")
 @click.option("--image-cost", is_flag=True,
               help="Instead: smolsight's input tokens and time split per --size (default 320x240 to 1920x1080), under the model's image size and --image-size (default native).")
+@click.option("--vision-backends", is_flag=True,
+              help="Also time the vision encoder alone on torch, OpenVINO and OpenVINO int8, with their feature errors (pip install 'smolsight[openvino]').")
 @click.option("-o", "--out", default="bench.json", show_default=True, help="JSON report file.")
 def bench(**kwargs) -> None:
     """Time the seed's code path against smolsight's on the same inputs, in one process."""
@@ -529,7 +556,7 @@ def bench(**kwargs) -> None:
     prompt = kwargs.pop("prompt") or DEFAULT_PROMPT
     sizes = [parse_size(text) for text in kwargs.pop("sizes")]
     if kwargs.pop("image_cost"):
-        for unused in ("batch", "ocr"):
+        for unused in ("batch", "ocr", "vision_backends"):
             if kwargs.pop(unused) not in (1, False):
                 raise SmolsightError(f"--{unused} is for the seed-path comparison, not --image-cost")
         report = run_image_cost(prompt=prompt, sizes=sizes or list(SWEEP_SIZES), **{**kwargs, "image_size": kwargs["image_size"] or "native"})

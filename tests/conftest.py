@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from helpers import picture
+
+# Engines on CPU run vision on OpenVINO by default, converting new weights once: the tests keep
+# their conversions in a cache of their own, kept between runs (the tiny checkpoint's weights are
+# the same every session, so it converts once per machine). Tests about the cache use their own.
+os.environ.setdefault("SMOLSIGHT_OPENVINO_CACHE", str(Path.home() / ".cache" / "smolsight-tests" / "openvino"))
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,9 @@ def real_checkpoint() -> str:
 def real_engine(real_checkpoint):
     from smolsight.engine import Engine
 
-    return Engine.load(real_checkpoint, device="cpu", quiet=True)
+    # These tests are about the language model: vision stays on torch, so a fresh machine does not
+    # spend a minute converting the 256M vision encoder to OpenVINO (tests/test_openvino.py does that).
+    return Engine.load(real_checkpoint, device="cpu", quiet=True, fast="default,vision=torch")
 
 
 def test_tokenizer_is_smollm2s_with_smolvlm2s_added_tokens(real_engine):

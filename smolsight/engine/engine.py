@@ -19,7 +19,7 @@ from . import openmp  # noqa: F401  (must come before torch)
 
 import torch  # noqa: E402
 
-from . import decoding, fastpaths, logprobs, ocr
+from . import decoding, fastpaths, logprobs, ocr, vision
 from ..errors import MediaError, SmolsightError
 from .fastpaths import FastPaths
 from .generation import PREFILL_CHUNK, Chunk, Generation, Result
@@ -66,7 +66,7 @@ class Request:
 
 
 class Engine:
-    def __init__(self, model, processor, name: str, device: str, dtype: str, attn: str, fast: FastPaths = FastPaths()) -> None:
+    def __init__(self, model, processor, name: str, device: str, dtype: str, attn: str, fast: FastPaths = FastPaths(), vision_backend=None) -> None:
         self.model = model
         self.processor = processor
         self.name = name
@@ -82,6 +82,7 @@ class Engine:
         self.layout = decoding.layout_tokens(self.tokenizer, self.vocab)
         self.token_texts = logprobs.TokenTexts(self.tokenizer)
         self.vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.vision = vision_backend or vision.TorchVision(model, device)  # image features: torch or OpenVINO
         self.decode_forward = fastpaths.decode_step(model, fast)  # the model's one-token forward
         self.grammars = Grammars(self.tokenizer, self.vocab, sorted(self.eos_ids))  # structured output
 
@@ -102,10 +103,12 @@ class Engine:
         device, dtype, attn = choose_runtime(device, dtype, attn)
         if not isinstance(fast, FastPaths):
             fast = fastpaths.parse_fast_paths(fast, device)
+        vision.check(fast.vision, device)
         network, processor = load_model(model, device, dtype, attn, adapter=adapter, quiet=quiet, verbose=verbose,
                                          note=f"; fast paths: {', '.join(fast.names()) or 'none'}")
         fastpaths.apply(network, fast, device)
-        return cls(network, processor, model, device, dtype, attn, fast)
+        backend = vision.make(fast.vision, network, processor, device, dtype, quiet)
+        return cls(network, processor, model, device, dtype, attn, fast, backend)
 
     @property
     def runtime(self) -> dict:
@@ -218,12 +221,7 @@ class Engine:
         if key in self.vision_cache:
             self.vision_cache.move_to_end(key)
             return self.vision_cache[key]
-        dtype = self.model.dtype
-        pixel_mask = inputs.get("pixel_attention_mask")
-        output = self.model.model.get_image_features(
-            pixels.to(self.device, dtype), None if pixel_mask is None else pixel_mask.to(self.device), return_dict=True
-        )
-        features = torch.cat(list(output.pooler_output), dim=0)
+        features = self.vision(pixels, inputs.get("pixel_attention_mask"))
         self.vision_cache[key] = features
         if len(self.vision_cache) > VISION_CACHE_SIZE:
             self.vision_cache.popitem(last=False)

@@ -18,6 +18,8 @@ inference path. docs/performance.md has the measurements behind every default.
   batching changes the batch's shape at every join and leave, and its slot cache is preallocated
   and written in place, which is what the static cache gave on CPU; see docs/performance.md.)
 - threads: intra-op thread count for everything (None keeps torch's choice, one per core).
+- vision: which backend computes image features (smolsight.engine.vision): torch, openvino,
+  openvino-int8, or auto (the CPU default: OpenVINO when installed, converted once per weights).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class FastPaths:
     int8: bool = False
     threads: int | None = None
     decode_threads: int | str | None = None  # a count, or "auto"
+    vision: str | None = None  # None: torch; see smolsight.engine.vision
 
     def names(self) -> list[str]:
         """The switches that are on, for logs and benchmark reports."""
@@ -60,18 +63,20 @@ def default_fast_paths(device: str) -> FastPaths:
     where the probed CPU runs torch's int8 kernels (engine.cpu)."""
     if device.startswith("cuda"):
         return FastPaths()
-    return FastPaths(int8=cpu.defaults().int8_decode, decode_threads="auto")
+    return FastPaths(int8=cpu.defaults().int8_decode, decode_threads="auto", vision="auto")
 
 
 def parse_fast_paths(spec: str | None, device: str) -> FastPaths:
-    """'default', 'none', or a comma list like 'int8,decode_threads=1' (each added to none).
+    """'default', 'none', or a comma list like 'int8,decode_threads=1' (each added to none, or
+    to the device's defaults when the list starts with 'default': 'default,vision=torch').
     None reads $SMOLSIGHT_FAST, so the server and eval can be switched without flags."""
     spec = spec if spec is not None else os.environ.get("SMOLSIGHT_FAST")
     if spec is None or spec.strip() == "default":
         return default_fast_paths(device)
-    chosen = FastPaths()
+    items = [part.strip() for part in spec.split(",") if part.strip()]
+    chosen = default_fast_paths(device) if items and items[0] == "default" else FastPaths()
     known = {f.name for f in fields(FastPaths)}
-    for item in filter(None, (part.strip() for part in spec.split(","))):
+    for item in items[1:] if items and items[0] == "default" else items:
         if item == "none":
             continue
         name, _, value = item.partition("=")
@@ -79,6 +84,8 @@ def parse_fast_paths(spec: str | None, device: str) -> FastPaths:
             raise SmolsightError(f"unknown fast path {name!r}; use default, none, or some of {', '.join(sorted(known))}")
         if name == "decode_threads" and value == "auto":
             chosen = replace(chosen, decode_threads="auto")
+        elif name == "vision":
+            chosen = replace(chosen, vision=value or None)
         elif name in ("threads", "decode_threads"):
             if not value.isdigit() or int(value) < 1:
                 raise SmolsightError(f"fast path {name} needs a positive count, e.g. {name}=2, not {item!r}")

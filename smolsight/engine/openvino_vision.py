@@ -1,0 +1,252 @@
+"""The vision encoder + connector as an OpenVINO model: converted once per weights, cached on
+disk, compiled for the CPU. Why: on CPU, SigLIP over an image's tiles is most of an answer's
+time, and OpenVINO's CPU plugin runs it about twice as fast as torch at the same error in bf16
+(docs/performance.md has the measurements).
+
+Conversion: `openvino.convert_model` traces `VisionTower` (what `get_image_features` computes
+once padding images are dropped: inputs the tiles [N, 3, S, S] and their patch mask
+[N, S/p, S/p], N dynamic); no optimum-intel, so no transformers version pin.
+
+Cache: `$SMOLSIGHT_OPENVINO_CACHE` (default ~/.cache/smolsight/openvino) / KEY / {f32,int8}.xml,
+and OpenVINO's compiled blobs of them in KEY/compiled.
+KEY hashes the vision and connector tensors as loaded (so a LoRA adapter that changes them gets
+its own conversion and one that does not shares the base's), their dtype, the vision config, the
+OpenVINO and transformers versions and this module's FORMAT. bf16 and f32 inference compile the
+same f32 file with a different precision hint; int8 is its own file (nncf post-training
+quantisation on tiles of synthetic pictures).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..console import log
+from ..errors import SmolsightError
+
+FORMAT = 1  # bump when the converted graph or the files change
+CACHE_ENV = "SMOLSIGHT_OPENVINO_CACHE"
+PRECISIONS = ("bf16", "f32", "int8")
+CALIBRATION_PICTURES = 6
+
+
+class VisionTower(nn.Module):
+    """SigLIP and the connector, with the inputs that the traced graph keeps."""
+
+    def __init__(self, vision_model: nn.Module, connector: nn.Module) -> None:
+        super().__init__()
+        self.vision_model = vision_model
+        self.connector = connector
+
+    def forward(self, pixel_values: torch.Tensor, patch_attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.vision_model(pixel_values=pixel_values, patch_attention_mask=patch_attention_mask).last_hidden_state
+        return self.connector(hidden)  # [N, tokens per tile, text hidden]
+
+
+def real_tiles(pixels: torch.Tensor, pixel_mask: torch.Tensor | None, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What transformers' `get_image_features` gives the encoder: the tiles [N, 3, S, S] without
+    the all-zero images that pad a batch, and for each tile which patches hold pixels [N, S/p, S/p]
+    (a tile that is only partly image attends to its image patches only)."""
+    tiles = pixels.flatten(0, 1)  # [batch * images, 3, S, S]
+    real = (tiles != 0).flatten(1).any(dim=1)
+    real[0] |= ~real.any()  # no image at all: keep one, as transformers does
+    tiles = tiles[real].float().contiguous()
+    if pixel_mask is None:
+        mask = torch.ones(tiles.shape[0], tiles.shape[2], tiles.shape[3], dtype=torch.bool)
+    else:
+        mask = pixel_mask.flatten(0, 1)[real]
+    patches = mask.unfold(1, patch_size, patch_size).unfold(2, patch_size, patch_size)
+    return tiles, patches.sum(dim=(-1, -2)) > 0
+
+
+def core():
+    import openvino
+
+    return openvino.Core()
+
+
+@functools.cache
+def cpu_supports_bf16() -> bool:
+    """What OpenVINO's CPU plugin reports, not a guess from the CPU's name."""
+    return "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def float_precision(dtype: str) -> str:
+    """bf16 where the CPU does bf16 natively and the engine is not float32; else f32."""
+    return "bf16" if dtype != "float32" and cpu_supports_bf16() else "f32"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "smolsight" / "openvino")
+
+
+def weights_key(model) -> str:
+    """A content hash of what the conversion depends on (see the module's docstring)."""
+    import openvino
+    import transformers
+
+    digest = hashlib.sha256()
+    header = {"format": FORMAT, "openvino": openvino.__version__, "transformers": transformers.__version__,
+              "vision": model.config.vision_config.to_dict(), "scale_factor": model.config.scale_factor}  # fmt: skip
+    digest.update(json.dumps(header, sort_keys=True, default=str).encode())
+    for part in ("vision_model", "connector"):
+        for name, tensor in sorted(getattr(model.model, part).state_dict().items()):
+            digest.update(f"{part}.{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:24]
+
+
+def model_file(model, precision: str) -> Path:
+    """Where the conversion of `model`'s vision weights for `precision` lives (or will)."""
+    if precision not in PRECISIONS:
+        raise SmolsightError(f"unknown OpenVINO precision {precision!r}; use {', '.join(PRECISIONS)}")
+    return cache_root() / weights_key(model) / ("int8.xml" if precision == "int8" else "f32.xml")
+
+
+def tile_geometry(model) -> tuple[int, int]:
+    """(tile side in pixels, patches per side)."""
+    vision = model.config.vision_config
+    return vision.image_size, vision.image_size // vision.patch_size
+
+
+def float32_tower(model) -> VisionTower:
+    """A float32 copy of the model's tower (the engine's own weights stay as they are)."""
+    return VisionTower(copy.deepcopy(model.model.vision_model).float(), copy.deepcopy(model.model.connector).float()).eval()
+
+
+def reference_features(model, pixels: torch.Tensor, pixel_mask: torch.Tensor | None) -> torch.Tensor:
+    """float32 torch features on the same weights: what the backends' errors are measured against."""
+    tiles, masks = real_tiles(pixels, pixel_mask, model.config.vision_config.patch_size)
+    with torch.inference_mode():
+        return float32_tower(model)(tiles, masks).flatten(0, 1)
+
+
+def convert_float(model, out: Path, quiet: bool) -> None:
+    """Trace a float32 copy of the tower and save it uncompressed (f32 weights: the precision is
+    chosen when compiling)."""
+    import openvino
+
+    side, patches = tile_geometry(model)
+    tower = float32_tower(model)
+    example = (torch.zeros(1, 3, side, side), torch.ones(1, patches, patches, dtype=torch.bool))
+    inputs = [("pixel_values", openvino.PartialShape([-1, 3, side, side]), openvino.Type.f32),
+              ("patch_attention_mask", openvino.PartialShape([-1, patches, patches]), openvino.Type.boolean)]  # fmt: skip
+    log("  tracing the encoder and connector (the long part)…", quiet)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python values it fixes: none vary with the inputs kept
+        converted = openvino.convert_model(tower, example_input=example, input=inputs)
+    log("  saving…", quiet)
+    openvino.save_model(converted, str(out), compress_to_fp16=False)
+
+
+def calibration_tiles(model, processor, count: int = CALIBRATION_PICTURES) -> list[list]:
+    """Tiles of deterministic synthetic pictures (gradients, noise, shapes) through the model's own
+    image processor, one [tile, patch mask] pair each: what int8 quantisation measures activation
+    ranges on."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(0)
+    patch = model.config.vision_config.patch_size
+    items = []
+    for index in range(count):
+        width, height = (800, 600) if index % 2 == 0 else (480, 640)
+        ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+        base = (ramp * rng.uniform(0.2, 1, 3) + rng.normal(0, 12, (height, width, 3))).clip(0, 255).astype(np.uint8)
+        picture = Image.fromarray(base)
+        draw = ImageDraw.Draw(picture)
+        for _ in range(12):
+            x, y = int(rng.integers(0, width - 40)), int(rng.integers(0, height - 40))
+            box = [x, y, x + int(rng.integers(20, 300)), y + int(rng.integers(20, 200))]
+            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+        pixels = processor.image_processor(images=[[picture]], return_tensors="pt")
+        tiles, masks = real_tiles(pixels["pixel_values"], pixels.get("pixel_attention_mask"), patch)
+        items.extend([tile[None].numpy(), mask[None].numpy()] for tile, mask in zip(tiles, masks))
+    return items
+
+
+def quantize_int8(model, processor, float_file: Path, out: Path, quiet: bool) -> None:
+    """nncf's post-training quantisation (transformer preset: softmax and layer norms stay float)."""
+    import openvino
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf imports it; its CUDA note is noise here
+    import nncf
+
+    items = calibration_tiles(model, processor)
+    log(f"  quantising to int8, calibrated on {len(items)} tiles of synthetic pictures…", quiet)
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull if quiet else sys.stderr):  # nncf's progress bars
+        quantized = nncf.quantize(core().read_model(str(float_file)), nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
+                                  subset_size=len(items))  # fmt: skip
+    openvino.save_model(quantized, str(out), compress_to_fp16=False)
+
+
+def convert(model, processor, precision: str, quiet: bool = False) -> Path:
+    """The cached conversion for `precision`, made first if missing (with progress lines). Files are
+    written to a temporary folder and moved in, so a crash or a second process converting the same
+    weights never leaves half a model where a reader would take it."""
+    target = model_file(model, precision)
+    if target.exists():
+        return target
+    log(f"Converting the vision encoder to OpenVINO ({precision}); once for these weights, cached in {target.parent}…", quiet)
+    start = time.perf_counter()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".converting-") as work:
+        float_file = target.with_name("f32.xml")
+        if not float_file.exists():
+            convert_float(model, Path(work) / "f32.xml", quiet)
+            move_in(Path(work) / "f32.xml", float_file)
+        if precision == "int8":
+            quantize_int8(model, processor, float_file, Path(work) / "int8.xml", quiet)
+            move_in(Path(work) / "int8.xml", target)
+    log(f"Converted in {time.perf_counter() - start:.0f} s", quiet)
+    return target
+
+
+def move_in(xml: Path, target: Path) -> None:
+    """The weights first, then the graph: a reader that finds the .xml finds its .bin."""
+    os.replace(xml.with_suffix(".bin"), target.with_suffix(".bin"))
+    os.replace(xml, target)
+
+
+class OpenVinoVision:
+    """The compiled tower, called like `vision.TorchVision`. Each call has its own infer request, so
+    threads that prepare requests at the same time do not share one."""
+
+    def __init__(self, compiled, precision: str, patch: int, path: Path) -> None:
+        self.compiled = compiled
+        self.name = f"openvino {precision}"
+        self.patch = patch
+        self.path = path
+
+    def __call__(self, pixels: torch.Tensor, pixel_mask: torch.Tensor | None) -> torch.Tensor:
+        tiles, masks = real_tiles(pixels, pixel_mask, self.patch)
+        request = self.compiled.create_infer_request()
+        features = request.infer([tiles.numpy(), masks.numpy()])[0]  # [N, tokens per tile, hidden]
+        return torch.from_numpy(features.copy()).flatten(0, 1)
+
+
+def load(model, processor, precision: str, quiet: bool = False) -> OpenVinoVision:
+    """Convert (once) and compile for the CPU: `precision` bf16 or f32 picks the inference precision;
+    int8 runs its non-quantised parts in bf16 where the CPU supports it."""
+    path = convert(model, processor, precision, quiet)
+    start = time.perf_counter()
+    hint = precision if precision != "int8" else ("bf16" if cpu_supports_bf16() else "f32")
+    config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+              "CACHE_DIR": str(path.parent / "compiled")}  # OpenVINO's own cache of compiled blobs: later loads skip compiling  # fmt: skip
+    compiled = core().compile_model(str(path), "CPU", config)
+    log(f"Vision on OpenVINO ({precision}), compiled in {time.perf_counter() - start:.1f} s from {path}", quiet)
+    return OpenVinoVision(compiled, precision, model.config.vision_config.patch_size, path)
