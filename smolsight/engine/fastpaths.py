@@ -9,6 +9,9 @@ inference path. docs/performance.md has the measurements behind every default.
   (torch's own dynamic quantisation, per output channel): a quarter of float32's bytes per token,
   and fbgemm's int8 kernels beat bf16 matrix-vector products on CPU. Prefill (compute-bound,
   where bf16 on AMX beats int8) keeps the original weights. CPU only.
+- lean: decode steps through `leandecode.LeanDecodeStep` instead of transformers' generic forward:
+  the same weights (fused QKV and gate/up; int8 when `int8` is on) and the same cache, without
+  the per-step mask building, module dispatch and dtype round trips. Prefill stays transformers'.
 - decode_threads: intra-op threads during decode steps. Each step is hundreds of tiny parallel
   regions; when other processes keep the cores busy, a second thread waiting for a busy core costs
   far more than it adds. 'auto' (the CPU default) decodes on one thread when other processes kept
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
@@ -33,6 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import SmolsightError
+from .int8 import quantize_linear
 
 STATIC_CACHE_STEP = 256
 BUSY_CORES = 0.5  # other processes' use, in cores, above which decode steps run on one thread
@@ -43,6 +46,7 @@ class FastPaths:
     """Which speed-ups an engine uses; all off by default here (`default_fast_paths` picks per device)."""
 
     int8: bool = False
+    lean: bool = False
     static_cache: bool = False
     compile: bool = False
     threads: int | None = None
@@ -59,7 +63,7 @@ def default_fast_paths(device: str) -> FastPaths:
     """What measured as a win on each kind of device (docs/performance.md)."""
     if device.startswith("cuda"):
         return FastPaths(static_cache=True, compile=True)
-    return FastPaths(int8=True, decode_threads="auto")
+    return FastPaths(int8=True, lean=True, decode_threads="auto")
 
 
 def parse_fast_paths(spec: str | None, device: str) -> FastPaths:
@@ -92,6 +96,8 @@ def validate(fast: FastPaths, device: str) -> None:
         raise SmolsightError("the int8 fast path is for CPUs (torch's dynamic quantisation has no GPU kernels)")
     if fast.compile and not fast.static_cache:
         raise SmolsightError("the compile fast path needs static_cache (compiled decode steps need fixed shapes)")
+    if fast.lean and fast.static_cache:
+        raise SmolsightError("the lean fast path decodes on the growing cache; it cannot be combined with static_cache")
 
 
 def apply(model: nn.Module, fast: FastPaths, device: str) -> None:
@@ -99,7 +105,7 @@ def apply(model: nn.Module, fast: FastPaths, device: str) -> None:
     validate(fast, device)
     if fast.threads:
         torch.set_num_threads(fast.threads)
-    if fast.int8:
+    if fast.int8 and not fast.lean:  # the lean step makes its own int8 copies, fused
         add_int8_decode(model)
 
 
@@ -124,22 +130,6 @@ class Int8DecodeLinear(nn.Module):
     def int8_bytes(self) -> int:
         """Memory of the int8 copy (held outside the module's parameters)."""
         return self.int8.weight().numel()
-
-
-def quantize_linear(linear: nn.Linear) -> nn.Module:
-    """torch's dynamic int8 quantisation of one layer, per output channel (closer to the original than
-    one scale per tensor), made from a float32 copy so the original (maybe tied) weight is untouched."""
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
-    from torch.ao.quantization import per_channel_dynamic_qconfig
-
-    copy = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
-    copy.weight = nn.Parameter(linear.weight.detach().float())
-    if linear.bias is not None:
-        copy.bias = nn.Parameter(linear.bias.detach().float())
-    copy.qconfig = per_channel_dynamic_qconfig
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch marks its eager-mode quantisation API as deprecated
-        return DynamicInt8Linear.from_float(copy)
 
 
 def add_int8_decode(model: nn.Module) -> int:
@@ -286,8 +276,13 @@ def growing_layer_class():
 
 
 def decode_step(model: nn.Module, fast: FastPaths):
-    """The callable that runs one decode step: the model's forward, or (compile) a compiled copy,
-    with CUDA graphs on CUDA ('reduce-overhead'). Compilation happens on the first step of each new shape."""
+    """The callable that runs one decode step: the model's forward, the lean step (`leandecode`), or
+    (compile) a compiled copy of the forward, with CUDA graphs on CUDA ('reduce-overhead').
+    Compilation happens on the first step of each new shape."""
+    if fast.lean:
+        from .leandecode import LeanDecodeStep
+
+        return LeanDecodeStep(model, int8=fast.int8)
     if not fast.compile:
         return model
     mode = "reduce-overhead" if next(model.parameters()).is_cuda else "default"
