@@ -54,6 +54,11 @@ class DenseLinear:
     def __init__(self, weight: torch.Tensor) -> None:
         self.weight = weight  # [N, K]
 
+    def bytes_apart_from(self, model_storages: set[int]) -> int:
+        """Memory of this weight unless it is one of the model's own parameters."""
+        shared = self.weight.untyped_storage().data_ptr() in model_storages
+        return 0 if shared else self.weight.numel() * self.weight.element_size()
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight)
 
@@ -65,12 +70,17 @@ class Int8Linear:
     def __init__(self, weight: torch.Tensor) -> None:
         linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
         linear.weight = nn.Parameter(weight, requires_grad=False)
-        self.int8 = quantize_linear(linear)
+        self.packed = quantize_linear(linear)._packed_params._packed_params
+        self.product = torch.ops.quantized.linear_dynamic  # what the quantised module's forward calls
+        self.bytes = weight.numel()
+
+    def bytes_apart_from(self, model_storages: set[int]) -> int:
+        return self.bytes
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if len(x) == 1:
-            return self.int8(x)
-        return torch.cat([self.int8(row) for row in x.split(1)])
+            return self.product(x, self.packed, reduce_range=True)
+        return torch.cat([self.product(row, self.packed, reduce_range=True) for row in x.split(1)])
 
 
 class LeanLayer:
@@ -111,21 +121,24 @@ class LeanDecodeStep:
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.inv_freq = text.rotary_emb.inv_freq.detach().float()
         self.rope_scale = float(text.rotary_emb.attention_scaling)
-        self.cos = self.sin = torch.empty(0, self.head_dim)
         self.rotary_tables(config.max_position_embeddings)
+        storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        linears = [self.lm_head] + [linear for layer in self.layers for linear in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        self.extra_bytes = sum(linear.bytes_apart_from(storages) for linear in linears)  # weights held outside the model
 
     def rotary_tables(self, positions: int) -> None:
         """cos and sin [P, head_dim] for positions 0..P-1, float32, as transformers' rotary embedding
-        computes them (before its cast to the model's dtype)."""
+        computes them (before its cast to the model's dtype); sin's first half negated (`rotate`)."""
         freqs = torch.arange(positions, dtype=torch.float32, device=self.inv_freq.device)[:, None] * self.inv_freq
         angles = torch.cat([freqs, freqs], dim=-1)
-        self.cos, self.sin = angles.cos() * self.rope_scale, angles.sin() * self.rope_scale
+        sign = torch.cat([-torch.ones_like(freqs), torch.ones_like(freqs)], dim=-1)
+        self.cos, self.signed_sin = angles.cos() * self.rope_scale, angles.sin() * self.rope_scale * sign
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache, **_) -> DecodeOutput:
         """input_ids, position_ids [B, 1]; attention_mask [B, T] (T: the cache's length after this step)."""
         if int(position_ids.max()) >= len(self.cos):
             self.rotary_tables(2 * int(position_ids.max()) + 1)
-        rope = self.cos[position_ids[:, 0]].to(self.dtype), self.sin[position_ids[:, 0]].to(self.dtype)  # [B, D] each
+        rope = self.cos[position_ids[:, 0]].to(self.dtype), self.signed_sin[position_ids[:, 0]].to(self.dtype)  # [B, D] each
         mask = None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]  # [B, 1, 1, T]
         x = self.embed(input_ids[:, 0]).to(self.dtype)  # [B, hidden]
         for layer, cache_layer in zip(self.layers, cache.layers):
@@ -146,14 +159,12 @@ class LeanDecodeStep:
         return layer.o(out.reshape(batch, heads * self.head_dim).to(self.dtype))
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """transformers' LlamaRMSNorm: normalised in float32, then cast, then scaled."""
-        h = x.float()
-        return weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(self.dtype)
+        """transformers' LlamaRMSNorm in one op (in float32 inside, as transformers computes it)."""
+        return F.rms_norm(x, weight.shape, weight, self.eps)
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding of x [B, heads, D] with cos, sin [B, D] (rotate-half layout)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos[:, None] + rotated * sin[:, None]
+def rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding of x [B, heads, D] with cos, signed_sin [B, D] (rotate-half layout:
+    x * cos + (-x2, x1) * sin, where (x2, x1) is x rolled by half and the sign sits in `signed_sin`)."""
+    return x * cos[:, None] + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin[:, None]
 
