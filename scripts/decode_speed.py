@@ -62,13 +62,32 @@ class SmolsightSide:
 
 
 class LlamaCppSide:
+    """llama.cpp through llama-cpp-python's `Llama.eval`, greedy on the last position's logits.
+
+    Weight repacking ("extra buffer types": the AMX int8 kernels on CPUs that have AMX) is off:
+    with llama-cpp-python 0.3.36 it crashed (SIGSEGV in ggml_backend_amx_mul_mat) on the project's
+    Xeon; the AVX-512/VNNI kernels run instead."""
+
     def __init__(self, gguf: str, context: int, tokens: int, threads: int, prompt: str) -> None:
         import numpy as np
+        import llama_cpp.llama_cpp as low
         from llama_cpp import Llama
 
-        self.name, self.argmax = "llama.cpp (Q4_1 GGUF)", np.argmax
+        defaults = low.llama_model_default_params
+
+        def without_repacking():
+            params = defaults()
+            params.use_extra_bufts = False
+            return params
+
+        low.llama_model_default_params = without_repacking
+        self.name, self.np = "llama.cpp (Q4_1 GGUF)", np
         self.llm = Llama(model_path=gguf, n_ctx=context + tokens + 64, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
         self.prompt = self.llm.tokenize(prompt.encode())[:context]
+
+    def next_token(self) -> int:
+        logits = self.np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),))
+        return int(logits.argmax())
 
     def run(self, tokens: int) -> dict:
         self.llm.reset()
@@ -77,7 +96,7 @@ class LlamaCppSide:
         prefill = time.perf_counter() - start
         start = time.perf_counter()
         for _ in range(tokens - 1):
-            self.llm.eval([int(self.argmax(self.llm.scores[self.llm.n_tokens - 1]))])
+            self.llm.eval([self.next_token()])
         decode = (time.perf_counter() - start) / (tokens - 1)
         return {"context": len(self.prompt), "prefill_ms": prefill * 1000, "decode_ms": decode * 1000, "step_ms": decode * 1000}
 
