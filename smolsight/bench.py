@@ -340,10 +340,12 @@ def resident_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def weights_gb(model: torch.nn.Module) -> float:
-    """Bytes of parameters and buffers, plus int8 copies held outside them (the int8 fast path)."""
+def weights_gb(model: torch.nn.Module, decode_step=None) -> float:
+    """Bytes of parameters and buffers, plus copies held outside them: int8 copies (the int8 fast
+    path) and the lean decode step's fused weights (`decode_step.extra_bytes`)."""
     total = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     total += sum(m.int8_bytes() for m in model.modules() if isinstance(m, Int8DecodeLinear))
+    total += getattr(decode_step, "extra_bytes", 0)
     return total / 1e9
 
 
@@ -405,7 +407,7 @@ def run_bench(
     smol = SmolsightPath(engine)
     reports = {
         SEED: (seed, PathReport(SEED, seed.setup, seed_load, weights_gb(seed.model))),
-        SMOLSIGHT: (smol, PathReport(SMOLSIGHT, smol.setup, time.perf_counter() - start, weights_gb(engine.model))),
+        SMOLSIGHT: (smol, PathReport(SMOLSIGHT, smol.setup, time.perf_counter() - start, weights_gb(engine.model, engine.decode_forward))),
     }
     for name, (path, _) in reports.items():
         log(f"Warming up {name} (2 tokens)…", quiet)

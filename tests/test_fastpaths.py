@@ -21,6 +21,7 @@ from smolsight.cli import main
 from smolsight.engine import Engine, Request
 from smolsight.errors import SmolsightError
 from smolsight.engine.fastpaths import FastPaths, Int8DecodeLinear, default_fast_paths, growing_layer_class, parse_fast_paths
+from smolsight.engine.leandecode import LeanDecodeStep
 from smolsight.engine.options import resolve_options
 from smolsight.engine.prompts import Message
 
@@ -134,11 +135,14 @@ def test_defaults_are_used_without_flags_and_can_be_switched_off(tiny_checkpoint
     monkeypatch.delenv("SMOLSIGHT_FAST", raising=False)
     engine = Engine.load(tiny_checkpoint, device="cpu", quiet=True)
     assert engine.fast == default_fast_paths("cpu")
-    assert any(isinstance(m, Int8DecodeLinear) for m in engine.model.modules()) == engine.fast.int8
+    assert isinstance(engine.decode_forward, LeanDecodeStep) == engine.fast.lean
+    # The lean step makes its own fused int8 copies; transformers' forward gets them only without it.
+    assert any(isinstance(m, Int8DecodeLinear) for m in engine.model.modules()) == (engine.fast.int8 and not engine.fast.lean)
     monkeypatch.setenv("SMOLSIGHT_FAST", "none")
     engine = Engine.load(tiny_checkpoint, device="cpu", quiet=True)
     assert engine.fast == FastPaths()
     assert not any(isinstance(m, Int8DecodeLinear) for m in engine.model.modules())
+    assert not isinstance(engine.decode_forward, LeanDecodeStep)
 
 
 def test_threads_fast_path_sets_torch_threads(tiny_checkpoint):

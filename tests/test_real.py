@@ -16,7 +16,7 @@ from smolsight.engine import Chunk, Result
 from smolsight.errors import SmolsightError
 
 # The donor loops on this one within its first hundred tokens: one sentence about fuel and a spark, again and again.
-LOOPING = "Describe a fire accident in a factory."
+LOOPING = "Describe a fire accident in a school."  # loops greedily within CAP tokens on the default (lean int8) path
 CAP = 160
 
 

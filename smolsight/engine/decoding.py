@@ -161,7 +161,10 @@ class TokenChooser:
         self.counts = torch.zeros(batch, vocab, dtype=torch.int32, device=device)
         self.generated: list[list[int]] = [[] for _ in range(batch)]
         self.penalised = options.repetition_penalty != 1.0
-        self.in_prompt = prompt_mask(prompt_ids, vocab) if self.penalised and options.penalize_prompt else None
+        # Each row's tokens under repetition_penalty (an ordered set): its generated ones, and its
+        # prompt's when penalize_prompt (negative ids are padding and count for nothing).
+        prompts = prompt_ids.tolist() if self.penalised and options.penalize_prompt else [[] for _ in range(batch)]
+        self.seen: list[dict[int, None]] = [dict.fromkeys(t for t in row if t >= 0) for row in prompts]
         self.bias_ids = torch.tensor([token for token, _ in options.logit_bias], dtype=torch.long, device=device)
         self.bias_values = torch.tensor([bias for _, bias in options.logit_bias], dtype=torch.float32, device=device)
         self.log_probs: torch.Tensor | None = None  # [B, V] the model's own, at the last step, when logprobs are asked for
@@ -178,9 +181,7 @@ class TokenChooser:
         if o.logit_bias:  # in place on the biased columns only, as the bans below are
             logits[:, self.bias_ids] += self.bias_values
         if self.penalised:
-            seen = self.counts > 0 if self.in_prompt is None else (self.counts > 0) | self.in_prompt
-            penalised = torch.where(logits > 0, logits / o.repetition_penalty, logits * o.repetition_penalty)
-            logits = torch.where(seen, penalised, logits)
+            logits = self.penalise_seen(logits)
         if o.frequency_penalty or o.presence_penalty:
             logits = logits - o.frequency_penalty * self.counts - o.presence_penalty * (self.counts > 0)
         if o.no_repeat_ngram_size:
@@ -189,8 +190,16 @@ class TokenChooser:
             rows = banned_rows.nonzero().squeeze(-1)
             logits[rows[:, None], torch.tensor(ban, device=logits.device)[None, :]] = float("-inf")
         if o.greedy:
-            return logits.argmax(dim=-1)
+            return greedy_tokens(logits)
         return self.sample(logits)
+
+    def penalise_seen(self, logits: torch.Tensor) -> torch.Tensor:
+        """repetition_penalty on each row's seen tokens, by index: a few entries instead of passes over
+        the whole vocabulary (torch.where over 49k logits alone cost ~0.2 ms a token on CPU)."""
+        rows = torch.tensor([row for row, tokens in enumerate(self.seen) for _ in tokens], dtype=torch.long, device=logits.device)
+        cols = torch.tensor([token for tokens in self.seen for token in tokens], dtype=torch.long, device=logits.device)
+        values, penalty = logits[rows, cols], self.options.repetition_penalty
+        return logits.index_put((rows, cols), torch.where(values > 0, values / penalty, values * penalty))
 
     def sample(self, logits: torch.Tensor) -> torch.Tensor:
         o = self.options
@@ -228,13 +237,16 @@ class TokenChooser:
         self.counts.scatter_add_(1, tokens[:, None], torch.ones_like(tokens[:, None], dtype=torch.int32))
         for row, token in enumerate(tokens.tolist()):
             self.generated[row].append(token)
+            if self.penalised:
+                self.seen[row][token] = None
 
 
-def prompt_mask(prompt_ids: torch.Tensor, vocab: int) -> torch.Tensor:
-    """[B, V] True where the token occurs in the row's prompt (transformers penalises those too).
-    Negative ids are padding and count for nothing, so a padded row is penalised as if alone."""
-    counts = torch.zeros(prompt_ids.shape[0], vocab, dtype=torch.int32, device=prompt_ids.device)
-    return counts.scatter_add(1, prompt_ids.clamp(min=0), (prompt_ids >= 0).int()) > 0
+def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """The first highest logit of each row. On CPU through numpy: torch's argmax over a 49k vocabulary
+    took ~20 times as long (~90 µs against ~4 µs, measured); both return the first maximum."""
+    if logits.device.type == "cpu" and logits.dtype == torch.float32:
+        return torch.from_numpy(logits.numpy().argmax(-1))
+    return logits.argmax(dim=-1)
 
 
 def find_stop(text: str, stops: tuple[str, ...]) -> int | None:

@@ -10,6 +10,9 @@ inference path. docs/performance.md has the measurements behind every default.
   and fbgemm's int8 kernels beat bf16 matrix-vector products on CPU. Prefill (compute-bound;
   dynamic int8 lost to bf16 there by 2.7x on the AMX machine) keeps the original weights. On by
   default wherever the CPU has AVX2 (engine.cpu has the per-CPU rule). CPU only.
+- lean: decode steps through `leandecode.LeanDecodeStep` instead of transformers' generic forward:
+  the same weights (fused QKV and gate/up; int8 when `int8` is on) and the same cache, without
+  the per-step mask building, module dispatch and dtype round trips. Prefill stays transformers'.
 - decode_threads: intra-op threads during decode steps. Each step is hundreds of tiny parallel
   regions; when other processes keep the cores busy, a second thread waiting for a busy core costs
   far more than it adds. 'auto' (the CPU default) decodes on one thread when other processes kept
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
@@ -37,6 +39,7 @@ from torch import nn
 
 from . import cpu
 from ..errors import SmolsightError
+from .int8 import quantize_linear
 
 CACHE_BLOCK = 256
 BUSY_CORES = 0.5  # other processes' use, in cores, above which decode steps run on one thread
@@ -47,6 +50,7 @@ class FastPaths:
     """Which speed-ups an engine uses; all off by default here (`default_fast_paths` picks per device)."""
 
     int8: bool = False
+    lean: bool = False
     threads: int | None = None
     decode_threads: int | str | None = None  # a count, or "auto"
     vision: str | None = None  # None: torch; see smolsight.engine.vision
@@ -63,7 +67,7 @@ def default_fast_paths(device: str) -> FastPaths:
     where the probed CPU runs torch's int8 kernels (engine.cpu)."""
     if device.startswith("cuda"):
         return FastPaths()
-    return FastPaths(int8=cpu.defaults().int8_decode, decode_threads="auto", vision="auto")
+    return FastPaths(int8=cpu.defaults().int8_decode, lean=True, decode_threads="auto", vision="auto")
 
 
 def parse_fast_paths(spec: str | None, device: str) -> FastPaths:
@@ -105,7 +109,7 @@ def apply(model: nn.Module, fast: FastPaths, device: str) -> None:
     validate(fast, device)
     if fast.threads:
         torch.set_num_threads(fast.threads)
-    if fast.int8:
+    if fast.int8 and not fast.lean:  # the lean step makes its own int8 copies, fused
         add_int8_decode(model)
 
 
@@ -130,22 +134,6 @@ class Int8DecodeLinear(nn.Module):
     def int8_bytes(self) -> int:
         """Memory of the int8 copy (held outside the module's parameters)."""
         return self.int8.weight().numel()
-
-
-def quantize_linear(linear: nn.Linear) -> nn.Module:
-    """torch's dynamic int8 quantisation of one layer, per output channel (closer to the original than
-    one scale per tensor), made from a float32 copy so the original (maybe tied) weight is untouched."""
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
-    from torch.ao.quantization import per_channel_dynamic_qconfig
-
-    copy = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
-    copy.weight = nn.Parameter(linear.weight.detach().float())
-    if linear.bias is not None:
-        copy.bias = nn.Parameter(linear.bias.detach().float())
-    copy.qconfig = per_channel_dynamic_qconfig
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch marks its eager-mode quantisation API as deprecated
-        return DynamicInt8Linear.from_float(copy)
 
 
 def add_int8_decode(model: nn.Module) -> int:
@@ -269,5 +257,9 @@ def growing_layer_class():
 
 
 def decode_step(model: nn.Module, fast: FastPaths):
-    """The callable that runs one decode step (the model's own forward; the place for a leaner one)."""
+    """The callable that runs one decode step: the model's forward, or the lean step (`leandecode`)."""
+    if fast.lean:
+        from .leandecode import LeanDecodeStep
+
+        return LeanDecodeStep(model, int8=fast.int8)
     return model
