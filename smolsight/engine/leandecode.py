@@ -34,6 +34,9 @@ from ..errors import SmolsightError
 from .int8 import quantize_linear
 
 
+BATCHED_FROM = 2  # rows from which one integer matrix product beats a dynamic int8 call per row
+
+
 @dataclass
 class DecodeOutput:
     logits: torch.Tensor  # [B, 1, V]
@@ -64,23 +67,40 @@ class DenseLinear:
 
 
 class Int8Linear:
-    """torch's dynamic int8 matrix product, per output channel, one activation scale per row (as
-    `fastpaths.Int8DecodeLinear`): x [B, K] float32 -> [B, N] float32."""
+    """An int8 matrix product with int8 weights per output channel and one activation scale per row:
+    x [B, K] float32 -> [B, N] float32.
+
+    One row goes through torch's dynamic int8 kernel (fbgemm; the same quantisation as
+    `fastpaths.Int8DecodeLinear`), the fastest there is for a matrix-vector product. That kernel
+    takes one activation scale per call, so several rows would each need a call of their own and
+    cost grows with the batch; from `BATCHED_FROM` rows on, the rows go through one integer matrix
+    product instead (`torch._int_mm`, each row quantised symmetrically on its own scale), whose
+    cost barely grows with the batch (docs/performance.md). The two round differently, so a row's
+    logits in a batch differ slightly from its logits alone; no row's values affect another's."""
 
     def __init__(self, weight: torch.Tensor) -> None:
         linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
         linear.weight = nn.Parameter(weight, requires_grad=False)
         self.packed = quantize_linear(linear)._packed_params._packed_params
         self.product = torch.ops.quantized.linear_dynamic  # what the quantised module's forward calls
+        self.batched: tuple[torch.Tensor, torch.Tensor] | None = None  # (int8 weight [K, N], scales [N]), made on first use
         self.bytes = weight.numel()
 
     def bytes_apart_from(self, model_storages: set[int]) -> int:
-        return self.bytes
+        return self.bytes * (2 if self.batched is not None else 1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if len(x) == 1:
             return self.product(x, self.packed, reduce_range=True)
-        return torch.cat([self.product(row, self.packed, reduce_range=True) for row in x.split(1)])
+        if len(x) < BATCHED_FROM:
+            return torch.cat([self.product(row, self.packed, reduce_range=True) for row in x.split(1)])
+        if self.batched is None:
+            quantised = torch.ops.quantized.linear_unpack(self.packed)[0]  # per-channel symmetric: zero points are 0
+            self.batched = quantised.int_repr().t().contiguous(), quantised.q_per_channel_scales().float()
+        weight, weight_scales = self.batched
+        scales = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
+        rows = torch.round(x / scales).clamp(-127, 127).to(torch.int8)
+        return torch._int_mm(rows, weight).float() * scales * weight_scales
 
 
 class LeanLayer:
