@@ -23,10 +23,12 @@ def tiny_checkpoint(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def engine(tiny_checkpoint):
-    """float32, so batched and one-by-one greedy answers can be compared token for token."""
+    """float32 and the lean decode step without int8, so batched and one-by-one greedy answers can be
+    compared token for token (int8 rounds a row differently in a batch than alone: tests/test_leandecode.py
+    and tests/test_fastpaths.py test the int8 paths)."""
     from smolsight.engine import Engine
 
-    return Engine.load(tiny_checkpoint, device="cpu", dtype="float32", quiet=True)
+    return Engine.load(tiny_checkpoint, device="cpu", dtype="float32", quiet=True, fast="lean")
 
 
 @pytest.fixture

@@ -74,13 +74,22 @@ def test_lean_step_gives_transformers_logits(plain, prompts):
     assert largest_gap(reference, lean) < 1e-5
 
 
-@pytest.mark.parametrize("prompts", [PROMPTS[:1], PROMPTS], ids=["one row", "padded batch of 3"])
-def test_lean_int8_step_gives_the_int8_forwards_logits(int8, prompts):
-    """Same int8 quantisation (per output channel, one activation scale per row) as the int8 fast path
-    in transformers' forward; only the float arithmetic around it is ordered differently."""
-    reference = step_logits(int8, int8.model, prompts)
-    lean = step_logits(int8, LeanDecodeStep(int8.model, int8=True), prompts)
+def test_lean_int8_step_gives_the_int8_forwards_logits(int8):
+    """One row: the same int8 quantisation (per output channel, one activation scale per row) as the
+    int8 fast path in transformers' forward; only the float arithmetic around it is ordered differently."""
+    reference = step_logits(int8, int8.model, PROMPTS[:1])
+    lean = step_logits(int8, LeanDecodeStep(int8.model, int8=True), PROMPTS[:1])
     assert largest_gap(reference, lean) < 1e-4
+
+
+def test_lean_int8_batch_stays_near_the_float_logits(plain, int8):
+    """Several rows go through one integer product (`Int8Linear`): each row's logits stay as near the
+    float model's as the one-row int8 kernel's do."""
+    exact = step_logits(plain, plain.model, PROMPTS)
+    batched = step_logits(int8, LeanDecodeStep(int8.model, int8=True), PROMPTS)
+    alone = [step_logits(int8, LeanDecodeStep(int8.model, int8=True), [prompt]) for prompt in PROMPTS]
+    per_row_gap = max(largest_gap([step[i : i + 1] for step in exact], row) for i, row in enumerate(alone))
+    assert largest_gap(exact, batched) <= max(2 * per_row_gap, 1e-3)
 
 
 def test_lean_step_writes_the_engines_cache(plain):
@@ -107,3 +116,21 @@ def test_engine_answers_the_same_with_the_lean_path(tiny_checkpoint, plain, int8
         expected = reference.ask(None, question, "seed", max_new_tokens=tokens, min_new_tokens=tokens)
         got = lean.ask(None, question, "seed", max_new_tokens=tokens, min_new_tokens=tokens)
         assert got.raw_text == expected.raw_text and got.output_tokens == tokens
+
+
+def test_batched_int8_rows_are_independent_and_close_to_float():
+    """From two rows on, one integer product with a scale per row: a row's output does not depend on
+    the other rows' values, and stays as close to the float product as the one-row kernel does."""
+    from smolsight.engine.leandecode import Int8Linear
+
+    torch.manual_seed(0)
+    weight = torch.randn(96, 64) * 0.05
+    linear = Int8Linear(weight)
+    rows = torch.randn(3, 64) * torch.tensor([1.0, 40.0, 0.01])[:, None]
+    together = linear(rows)
+    with_other_neighbours = linear(torch.cat([rows[:1], torch.randn(2, 64) * 1000]))
+    assert torch.equal(together[0], with_other_neighbours[0])
+    exact = rows @ weight.t()
+    alone = torch.cat([linear(row[None]) for row in rows])
+    for got in (together, alone):
+        assert ((got - exact).abs().amax(1) <= 0.04 * exact.abs().amax(1)).all()  # 7-bit activations alone: ~2 %
