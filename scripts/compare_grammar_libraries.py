@@ -27,24 +27,9 @@ import numpy as np
 import torch
 import transformers
 
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "title": {"type": "string"},
-        "count": {"type": "integer"},
-        "price": {"type": "number"},
-        "colour": {"enum": ["red", "green", "blue"]},
-        "tags": {"type": "array", "items": {"type": "string"}},
-        "box": {
-            "type": "object",
-            "properties": {"x": {"type": "number"}, "y": {"type": "number"}, "label": {"type": "string"}},
-            "required": ["x", "y", "label"],
-            "additionalProperties": False,
-        },
-    },
-    "required": ["title", "count", "price", "colour", "tags", "box"],
-    "additionalProperties": False,
-}
+from smolsight.grammarbench import TYPICAL
+
+SCHEMA = TYPICAL  # the schema smolsight.grammarbench measures
 ANSWER = {
     "title": "A red bicycle leaning against a brick wall on a sunny afternoon",
     "count": 3,

@@ -3,11 +3,13 @@ evaluation, benchmark, fine-tuning's evaluation) goes through.
 
 Its modules, bottom up: `media` and `fetch` read images and videos; `prompts` builds SmolVLM2's
 chat format; `options` holds the generation options and presets; `decoding` chooses tokens and
-guards against loops; `logprobs` reports what the model thought of each token; `redundancy`
-cleans and measures repeated text; `fastpaths` holds the speed-ups; `ocr` reads the text in
-images with an OCR model (the `smolsight[ocr]` extra, imported on first use); `loading` reads a
-model; `engine` runs requests. Nothing here imports from the rest
-of smolsight but its shared leaves (errors, console, text).
+guards against loops, `logprobs` reports their probabilities and `structured` holds them to a JSON
+schema; `redundancy` cleans and measures repeated text; `cpu` probes what the CPU does fast,
+`fastpaths`, `int8` and `leandecode` hold the speed-ups, `vision` and `openvino_vision` compute
+image features; `ocr` reads the text in images with an OCR model (the `smolsight[ocr]` extra,
+imported on first use); `loading` reads a model; `slots` is the running batch's KV cache and
+`generation` the one decode loop (continuous batching); `engine` runs requests. Nothing here
+imports from the rest of smolsight but its shared leaves (errors, console, text).
 
 The names below load on first use, so importing a leaf such as `smolsight.engine.options` does
 not pull in torch.
