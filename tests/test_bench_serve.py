@@ -18,7 +18,8 @@ def test_bench_serve_measures_each_level_and_the_short_request(tiny_checkpoint, 
     levels = report["levels"]
     assert [level["concurrency"] for level in levels] == [1, 3]
     assert [level["requests"] for level in levels] == [2, 6] and [level["tokens"] for level in levels] == [10, 30]
-    assert all(level["tokens_per_s"] == pytest.approx(level["tokens"] / level["wall_s"], rel=0.05) for level in levels)
+    for level in levels:  # wall_s is rounded to 10 ms
+        assert level["tokens"] / (level["wall_s"] + 0.006) <= level["tokens_per_s"] <= level["tokens"] / max(level["wall_s"] - 0.006, 1e-3)
     behind = report["short_behind_long"]
     assert behind["long_tokens"] == 40 and 0 < behind["short_ttft_alone_s"] and 0 < behind["short_ttft_behind_long_s"]
     assert report["machine"]["load_average"] and "clients" in result.stdout and "behind a 40-token stream" in result.stdout

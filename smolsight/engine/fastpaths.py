@@ -194,16 +194,19 @@ def busy() -> bool:
 @contextmanager
 def thread_count(count: int | str | None) -> Iterator[None]:
     """Run a block with `count` intra-op threads ('auto': one when the machine is busy, else leave as
-    is; None: leave as is), then restore the previous count."""
+    is; None: leave as is), then restore the previous count. torch is told only of real changes:
+    setting the count rebuilds its thread pools."""
     before = torch.get_num_threads()
     if count == "auto":
         count = 1 if busy() else None
-    if count:
+    change = bool(count) and count != before
+    if change:
         torch.set_num_threads(count)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        if change:
+            torch.set_num_threads(before)
 
 
 def cache_length(tokens: int) -> int:

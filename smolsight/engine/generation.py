@@ -83,12 +83,13 @@ class Result:
 class Generation:
     """The rows being generated together (see the module docstring). Not thread-safe: one thread drives it."""
 
-    def __init__(self, engine: Engine, max_rows: int, prefill_chunk: int = PREFILL_CHUNK) -> None:
+    def __init__(self, engine: Engine, max_rows: int, prefill_chunk: int = PREFILL_CHUNK, decode_threads: int | str | None = None) -> None:
         if max_rows < 1 or prefill_chunk < 1:
             raise ValueError("a generation needs at least one row and a prefill chunk of at least one token")
         self.engine = engine
         self.max_rows = max_rows
         self.prefill_chunk = prefill_chunk
+        self.decode_threads = decode_threads  # intra-op threads for decode steps (fastpaths.thread_count)
         self.queued: deque[RowState] = deque()  # added, prompt not (fully) prefilled yet
         self.running: list[RowState] = []  # running[i] holds slot i
         self.slots = SlotCache(engine.model.config.text_config, max_rows)
@@ -164,7 +165,7 @@ class Generation:
         """One token for every running row, then the finished rows leave."""
         rows, device = self.running, self.engine.device
         mask = self.slots.step_mask()
-        with fastpaths.thread_count(self.engine.fast.decode_threads):
+        with fastpaths.thread_count(self.decode_threads):
             output = self.engine.decode_forward(
                 input_ids=torch.tensor([[row.next_token] for row in rows], device=device),
                 attention_mask=mask,

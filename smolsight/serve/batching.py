@@ -129,7 +129,7 @@ class Batcher:
         self.condition = threading.Condition()
         self.closing = False
         self.recent_request_s = 1.0  # moving average of request latency, for Retry-After
-        self.generation = engine.generation(settings.max_batch_size, settings.prefill_chunk)
+        self.generation = self.new_generation()
         self.threads = [
             threading.Thread(target=self.prepare_loop, name="smolsight-prepare", daemon=True),
             threading.Thread(target=self.decode_loop, name="smolsight-decode", daemon=True),
@@ -265,7 +265,12 @@ class Batcher:
         for ticket in self.running.values():
             ticket.push(fault(exc, "generating"))
         self.running.clear()
-        self.generation = self.engine.generation(self.settings.max_batch_size, self.settings.prefill_chunk)
+        self.generation = self.new_generation()
+
+    def new_generation(self):
+        """The decode loop, leaving torch's thread count alone: changing it (decode_threads=auto) while
+        the preparing thread runs the vision encoder resizes a thread pool that thread is using."""
+        return self.engine.generation(self.settings.max_batch_size, self.settings.prefill_chunk, decode_threads=None)
 
     def record(self, ticket: Ticket, result: Result) -> None:
         m = self.metrics
