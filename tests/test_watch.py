@@ -252,8 +252,11 @@ def test_sigterm_stops_watching_closes_the_open_event_and_flushes(tmp_path):
     rules = write_rules(tmp_path / "rules.yaml", [{"name": "clip", "url": str(clip), "sample_fps": 4, "realtime": True, "rules": [FIRE_RULE]}],
                         outputs={"dir": "out"})  # fmt: skip
     watcher = Watcher(checked_config(str(rules)), ScriptedBackend())
+    # SIGTERM to the main thread, where Python runs signal handlers: a process-wide kill may land on
+    # any thread, including a native library's worker (the suite loads OpenVINO, onnxruntime …).
+    main = threading.main_thread().ident
     wait_then_signal = threading.Thread(target=lambda: (wait_for(lambda: events(tmp_path / "out"), 20, "the event to open"),
-                                                        os.kill(os.getpid(), signal.SIGTERM)))  # fmt: skip
+                                                        signal.pthread_kill(main, signal.SIGTERM)))  # fmt: skip
     wait_then_signal.start()
     started = time.monotonic()
     cost = run_watch(watcher, duration=30, live=False, out=open(os.devnull, "w"))
