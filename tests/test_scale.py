@@ -6,6 +6,7 @@ tens of seconds, so those tests are marked `slow` (CI runs them; see docs/develo
 from __future__ import annotations
 
 import json
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,14 +22,23 @@ QUESTION = "What is in the picture?"
 
 @pytest.fixture(scope="module")
 def ray_cluster():
+    """A local 2-CPU cluster. Its workers, and the in-process runs they are compared with, decode with
+    the lean step in float32 (SMOLSIGHT_FAST=lean, set before the workers start, so they inherit it):
+    int8 rounds a row differently in a batch than alone, and Ray's batches are not the local ones."""
     from smolsight.scale.cluster import connect
 
+    before = os.environ.get("SMOLSIGHT_FAST")
+    os.environ["SMOLSIGHT_FAST"] = "lean"
     ray = connect(num_cpus=2)
     yield ray
     from ray import serve
 
     serve.shutdown()
     ray.shutdown()
+    if before is None:
+        del os.environ["SMOLSIGHT_FAST"]
+    else:
+        os.environ["SMOLSIGHT_FAST"] = before
 
 
 @pytest.fixture
