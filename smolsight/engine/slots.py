@@ -82,8 +82,8 @@ class SlotCache:
     def columns(self) -> int:
         return 0 if self.mask is None else self.mask.shape[1]
 
-    def join(self, prefilled) -> int:
-        """Copy a row's prefill cache (a transformers cache of a batch of one) into the next free slot; return the slot."""
+    def join(self, prefilled) -> None:
+        """Copy a row's prefill cache (a transformers cache of a batch of one) into the next free slot."""
         w = self.window
         slot, length = w.rows, prefilled.layers[0].keys.shape[-2]
         if slot >= self.max_rows:
@@ -104,7 +104,6 @@ class SlotCache:
         self.mask[slot, w.end - length : w.end] = 1
         self.lengths.append(length)
         w.rows += 1
-        return slot
 
     def step_mask(self) -> torch.Tensor:
         """The attention mask for the next decode step, which adds one column to every row."""
@@ -118,8 +117,8 @@ class SlotCache:
         self.window.end += 1
         self.lengths = [n + 1 for n in self.lengths]
 
-    def remove(self, slot: int) -> int | None:
-        """Free `slot`; the row in the last slot moves into it. Returns the slot that moved, if one did."""
+    def remove(self, slot: int) -> None:
+        """Free `slot`; the row in the last slot moves into it."""
         w = self.window
         last = w.rows - 1
         if slot != last:
@@ -132,7 +131,6 @@ class SlotCache:
         w.rows -= 1
         if self.lengths:  # no attention over columns that only rows now gone had used
             w.start = w.end - max(self.lengths)
-        return last if slot != last else None
 
     def reserve(self, columns: int, like=None) -> None:
         """Make room for column index `columns - 1`: allocate (shaped `like` a prefill cache), move the
