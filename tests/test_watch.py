@@ -247,6 +247,7 @@ def test_a_webhook_that_never_answers_keeps_its_records_as_undelivered(tmp_path)
     assert "after 2 tries" in undelivered[0]["error"]
 
 
+@pytest.mark.isolated
 def test_sigterm_stops_watching_closes_the_open_event_and_flushes(tmp_path):
     clip = fire_clip(tmp_path / "clip", calm_s=0.5, fire_s=30, after_s=0)  # the fire is still burning when SIGTERM comes
     rules = write_rules(tmp_path / "rules.yaml", [{"name": "clip", "url": str(clip), "sample_fps": 4, "realtime": True, "rules": [FIRE_RULE]}],
