@@ -144,11 +144,11 @@ class Engine:
         while not generation.idle:
             yield from generation.step(cancelled or (lambda row: False))
 
-    def generation(self, max_rows: int, prefill_chunk: int = PREFILL_CHUNK, decode_threads: int | str | None = "engine") -> Generation:
-        """A decode loop that requests can join while it runs (the server keeps one going).
-        `decode_threads` defaults to the engine's fast path; None leaves torch's thread count alone,
-        which a caller running torch on another thread at the same time needs (the server)."""
-        return Generation(self, max_rows, prefill_chunk, self.fast.decode_threads if decode_threads == "engine" else decode_threads)
+    def generation(self, max_rows: int, prefill_chunk: int = PREFILL_CHUNK, keep_threads: bool = False) -> Generation:
+        """A decode loop that requests can join while it runs (the server keeps one going). Its decode
+        steps use the engine's `decode_threads`, unless `keep_threads`: then torch's thread count is
+        left alone, which a caller running torch on another thread at the same time needs (the server)."""
+        return Generation(self, max_rows, prefill_chunk, None if keep_threads else self.fast.decode_threads)
 
     def constraint(self, request: Request) -> Constraint | None:
         """The row's structured output (engine.structured): None for free text."""

@@ -270,7 +270,7 @@ class Batcher:
     def new_generation(self):
         """The decode loop, leaving torch's thread count alone: changing it (decode_threads=auto) while
         the preparing thread runs the vision encoder resizes a thread pool that thread is using."""
-        return self.engine.generation(self.settings.max_batch_size, self.settings.prefill_chunk, decode_threads=None)
+        return self.engine.generation(self.settings.max_batch_size, self.settings.prefill_chunk, keep_threads=True)
 
     def record(self, ticket: Ticket, result: Result) -> None:
         m = self.metrics
