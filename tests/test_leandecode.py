@@ -74,6 +74,17 @@ def test_lean_step_gives_transformers_logits(plain, prompts):
     assert largest_gap(reference, lean) < 1e-5
 
 
+def test_a_bf16_lean_step_stays_as_near_the_float32_model_as_transformers_bf16_forward(tiny_checkpoint, plain):
+    """In bf16 on CPU the lean step attends in float32 over a float32 copy of the bf16 cache (torch's
+    CPU flash kernel is slow for one query row in bf16): its logits must stay as near the float32
+    model's as transformers' own bf16 forward does, for a padded batch too."""
+    bf16 = Engine.load(tiny_checkpoint, device="cpu", dtype="bfloat16", quiet=True, fast="none")
+    exact = step_logits(plain, plain.model, PROMPTS)
+    transformers_gap = largest_gap(exact, step_logits(bf16, bf16.model, PROMPTS))
+    lean_gap = largest_gap(exact, step_logits(bf16, LeanDecodeStep(bf16.model, int8=False), PROMPTS))
+    assert lean_gap <= 1.25 * transformers_gap
+
+
 def test_lean_int8_step_gives_the_int8_forwards_logits(int8):
     """One row: the same int8 quantisation (per output channel, one activation scale per row) as the
     int8 fast path in transformers' forward; only the float arithmetic around it is ordered differently."""

@@ -12,7 +12,11 @@ the model's own weights:
   the embedding to the logits; without it, they run in the model's dtype;
 - rotary cos/sin tables computed once and indexed by position;
 - SDPA over the cache with grouped query heads (no repeated keys), a padding mask only when a
-  row is padded, and the LM head on the one new position.
+  row is padded, and the LM head on the one new position;
+- on CPU, attention in float32 over a float32 copy of a bf16 cache: torch's CPU flash-attention
+  kernel is slow for one query row in bf16 (1123 keys, two threads, AVX512-BF16 without AMX:
+  538 µs a layer, against 91 µs for the copy and float32 attention together; docs/performance.md),
+  and float32 is also what transformers' kernel accumulates in.
 
 It reads and writes the engine's own cache: each layer's new key and value go through
 `cache.layers[i].update(k, v)`, which returns all keys and values so far, so whatever edits the
@@ -133,6 +137,7 @@ class LeanDecodeStep:
         self.embed = text.embed_tokens
         self.dtype = torch.float32 if int8 else model.dtype
         self.cache_dtype = model.dtype  # keys and values as prefill wrote them
+        self.attention_dtype = torch.float32 if model.device.type == "cpu" else model.dtype
         make_linear = Int8Linear if int8 else (lambda w: DenseLinear(w.to(self.dtype)))
         self.layers = [LeanLayer(layer, make_linear, self.dtype) for layer in text.layers]
         self.norm = text.norm.weight.detach().to(self.dtype)
@@ -175,8 +180,9 @@ class LeanDecodeStep:
         kept = self.cache_dtype
         key, value = qk[:, heads:, None].to(kept), qkv[:, heads + kv_heads :, None].to(kept)  # [B, KV, 1, D]
         keys, values = cache_layer.update(key, value)  # [B, KV, T, D]: the cache so far, this step's included
-        query = qk[:, :heads, None].to(keys.dtype)  # [B, H, 1, D]
-        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, enable_gqa=True)
+        wanted = self.attention_dtype
+        query = qk[:, :heads, None].to(wanted)  # [B, H, 1, D]
+        out = F.scaled_dot_product_attention(query, keys.to(wanted), values.to(wanted), attn_mask=mask, enable_gqa=True)
         return layer.o(out.reshape(batch, heads * self.head_dim).to(self.dtype))
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
