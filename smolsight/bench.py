@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw
 
 from .console import format_table, log
 from .engine import Engine, resolve_model
+from .engine import fastpaths
 from .engine.cpu import cpu_defaults, this_cpu
 from .errors import SmolsightError
 from .engine.fastpaths import Int8DecodeLinear
@@ -384,6 +385,7 @@ def run_bench(
     `vision_backends`, the vision encoder alone on each backend (`vision_cost`)."""
     if batch < 1 or tokens < 2 or repeats < 1:
         raise SmolsightError("--batch and --repeats must be at least 1 and --tokens at least 2")
+    fast = fastpaths.parse_fast_paths(fast, device or ("cuda" if torch.cuda.is_available() else "cpu"))  # before the seed path loads
     if vision_backends:
         from .engine import vision
 

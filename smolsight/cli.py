@@ -38,7 +38,7 @@ def stacked(decorators: list, command):
 
 
 def model_options(command):
-    """--model/--device/--dtype/--attn/--adapter/--quiet/--verbose, shared by every command that loads a model."""
+    """--model/--device/--dtype/--attn/--adapter/--fast/--quiet/--verbose, shared by every command that loads a model."""
     decorators = [
         click.option("-m", "--model", default="256m", envvar="SMOLSIGHT_MODEL", show_default=True,
                      help="Alias (256m, 500m, 2.2b), hub id, or local directory."),
@@ -48,6 +48,9 @@ def model_options(command):
         click.option("--attn", type=click.Choice(["sdpa", "eager", "flash_attention_2"]), default=None,
                      help="Default: flash_attention_2 on CUDA when installed, else sdpa."),
         click.option("--adapter", default=None, help="LoRA adapter directory from `smolsight finetune`."),
+        click.option("--fast", default=None, metavar="SPEC",
+                     help="Fast paths: default, none, or a list: default,vision=openvino-int8 (the defaults, vision in int8); "
+                          "default,vision=torch; int8,lean,decode_threads=1 [default: $SMOLSIGHT_FAST, else the device's]."),
         click.option("-q", "--quiet", is_flag=True, help="No progress output."),
         click.option("-v", "--verbose", is_flag=True, help="Print the device, dtype and attention chosen, and loading progress bars."),
     ]  # fmt: skip
@@ -108,10 +111,11 @@ def load_engine(kwargs: dict):
     verbose = kwargs.pop("verbose")
     engine = Engine.load(
         kwargs.pop("model"), kwargs.pop("device"), kwargs.pop("dtype"), kwargs.pop("attn"),
-        adapter=kwargs.pop("adapter"), quiet=kwargs.pop("quiet"), verbose=verbose,
+        adapter=kwargs.pop("adapter"), quiet=kwargs.pop("quiet"), verbose=verbose, fast=kwargs.pop("fast"),
     )  # fmt: skip
     if verbose:
-        click.echo(f"device={engine.device} dtype={engine.dtype} attn={engine.attn}", err=True)
+        fast = ",".join(engine.fast.names()) or "none"
+        click.echo(f"device={engine.device} dtype={engine.dtype} attn={engine.attn} fast={fast} vision={engine.vision.name}", err=True)
     return engine
 
 
@@ -288,7 +292,12 @@ def engine_spec(kwargs: dict):
     from .scale.cluster import EngineSpec
 
     kwargs.pop("verbose")
-    return EngineSpec(*(kwargs.pop(k) for k in ("model", "device", "dtype", "attn", "adapter")))
+    spec = EngineSpec(*(kwargs.pop(k) for k in ("model", "device", "dtype", "attn", "adapter", "fast")))
+    if spec.fast is not None:
+        from .engine.fastpaths import parse_fast_paths
+
+        parse_fast_paths(spec.fast, spec.device or "cpu")  # a bad spec fails here, not in every actor
+    return spec
 
 
 @main.command()
@@ -504,6 +513,8 @@ def finetune(data: str, out: str, eval_suite: str | None, eval_max_new_tokens: i
 
     if kwargs.pop("adapter"):
         raise SmolsightError("finetune trains a new adapter from the base model; --adapter is for ask, eval, serve and bench")
+    if kwargs.pop("fast"):
+        raise SmolsightError("finetune trains and evaluates the plain model; --fast is for ask, eval, serve and bench")
     model, verbose = kwargs.pop("model"), kwargs.pop("verbose")
     runtime = {k: kwargs.pop(k) for k in ("device", "dtype", "attn", "quiet")}
     config = TrainConfig(split=not kwargs.pop("no_split"), **kwargs)
@@ -532,9 +543,6 @@ def merge_adapter_command(model: str, adapter: str, out: str, dtype: str | None,
 
 @main.command()
 @model_options
-@click.option("--fast", default=None, envvar="SMOLSIGHT_FAST",
-              help="smolsight's fast paths: default, none, or e.g. int8,decode_threads=1 "
-                   "(default,vision=torch: the defaults with vision on torch; vision=openvino-int8…).")
 @click.option("--image", default=None, help="Image to use [default: a generated 800x600 scene].")
 @click.option("--prompt", default=None, help="Question [default: the field report's].")
 @click.option("--batch", type=int, default=1, show_default=True, help="Answers generated together (distinct images).")

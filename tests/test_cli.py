@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import cli as smolsight, picture, subprocess_cli
 from PIL import Image
 
-
+import smolsight as smolsight_package
 
 
 def test_entry_point_makes_a_checkpoint_then_answers_json(tmp_path, image_file):
@@ -49,6 +50,37 @@ def test_streaming_prints_before_the_end(tiny_checkpoint, image_file):
 def test_verbose_prints_runtime_choice(tiny_checkpoint, image_file):
     run = smolsight("ask", "--model", tiny_checkpoint, image_file, "Hi", "-v", "--max-new-tokens", "3")
     assert "device=cpu" in run.stderr and "attn=sdpa" in run.stderr
+
+
+@pytest.mark.parametrize(
+    "spec, shown",
+    [("int8,lean", "fast=int8,lean vision=torch"), ("none", "fast=none vision=torch"), ("lean,decode_threads=1", "fast=lean,decode_threads=1 ")],
+)
+def test_fast_paths_are_chosen_on_the_command_line(tiny_checkpoint, image_file, spec, shown):
+    run = smolsight("ask", "--model", tiny_checkpoint, image_file, "Hi", "-v", "--max-new-tokens", "3", "--fast", spec)
+    assert run.returncode == 0 and shown in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize(
+    "command, words",
+    [
+        (["ask", "IMAGE", "Hi"], "unknown fast path 'turbo'"),
+        (["eval", "SUITE"], "unknown fast path 'turbo'"),
+        (["bench"], "unknown fast path 'turbo'"),
+        (["batch", "FOLDER", "-o", "OUT", "--prompt", "Hi", "--ray"], "unknown fast path 'turbo'"),
+        (["finetune", "FOLDER", "--out", "OUT"], "--fast is for ask, eval, serve and bench"),
+    ],
+)
+def test_a_bad_fast_path_spec_is_refused_before_the_model_loads(image_file, tmp_path, command, words):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    picture().save(folder / "yard.png")
+    suite = Path(smolsight_package.__file__).parent / "evals" / "data" / "repetition.yaml"
+    named = {"IMAGE": image_file, "FOLDER": str(folder), "SUITE": str(suite), "OUT": str(tmp_path / "out")}
+    argv = [named.get(a, a) for a in command]
+    run = smolsight(*argv, "--model", "/no/such/model", "--fast", "turbo")  # the model would fail if it were loaded first
+    assert run.returncode == 1 and run.stderr.strip().splitlines() == [run.stderr.strip()], run.stderr
+    assert words in run.stderr, run.stderr
 
 
 def bomb(path) -> str:

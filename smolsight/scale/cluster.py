@@ -42,6 +42,7 @@ class EngineSpec:
     dtype: str | None = None
     attn: str | None = None
     adapter: str | None = None
+    fast: str | None = None  # a fast-path spec; None: $SMOLSIGHT_FAST on the worker, else its device's defaults
 
     def load(self, threads: int):
         import torch
@@ -49,7 +50,7 @@ class EngineSpec:
         from ..engine import Engine
 
         torch.set_num_threads(threads)
-        return Engine.load(self.model, self.device, self.dtype, self.attn, adapter=self.adapter, quiet=True)
+        return Engine.load(self.model, self.device, self.dtype, self.attn, adapter=self.adapter, quiet=True, fast=self.fast)
 
 
 def require_ray():

@@ -77,13 +77,13 @@ def application(spec: EngineSpec, settings: ServerSettings, replicas: Replicas):
 
 def build_app(args: dict):
     """Application builder for `serve run smolsight.scale.serving:build_app key=value …`:
-    model (required), device, dtype, attn, adapter, served_model_name, replicas, autoscale
+    model (required), device, dtype, attn, adapter, fast, served_model_name, replicas, autoscale
     (MIN:MAX), cpus_per_replica, gpus_per_replica."""
-    known = {"model", "device", "dtype", "attn", "adapter", "served_model_name", "replicas", "autoscale", "cpus_per_replica", "gpus_per_replica"}
+    known = {"model", "device", "dtype", "attn", "adapter", "fast", "served_model_name", "replicas", "autoscale", "cpus_per_replica", "gpus_per_replica"}
     unknown = set(args) - known
     if unknown or "model" not in args:
         raise SmolsightError(f"build_app takes model=… and optionally {', '.join(sorted(known - {'model'}))}")
-    spec = EngineSpec(args["model"], args.get("device"), args.get("dtype"), args.get("attn"), args.get("adapter"))
+    spec = EngineSpec(*(args.get(k) for k in ("model", "device", "dtype", "attn", "adapter", "fast")))
     resources = ActorResources(float(args.get("cpus_per_replica", 1)), float(args.get("gpus_per_replica", 0)))
     replicas = Replicas(int(args.get("replicas", 1)), parse_autoscale(args.get("autoscale")), resources=resources)
     return application(spec, ServerSettings(model_name=args.get("served_model_name") or args["model"]), replicas)
