@@ -16,8 +16,12 @@ from smolsight.engine import Chunk, Result
 from smolsight.errors import SmolsightError
 
 # The donor loops on this one within its first hundred tokens: one sentence about fuel and a spark, again and again.
-LOOPING = "Describe a fire accident in a school."  # loops greedily within CAP tokens on the default (lean int8) path
-CAP = 160
+# The field report's own question. Greedy answers depend on the arithmetic (bf16 or float32, int8 or
+# not, the CPU's kernels); this one loops within CAP tokens on all three paths scanned on 2026-12-02
+# (the CPU default bf16 + int8 lean, float32 lean, float32 int8 lean), where the English one used
+# before looped on one of them only.
+LOOPING = "请描述工厂里发生的火灾事故现场。"
+CAP = 240
 
 
 @pytest.fixture(scope="session")
@@ -100,14 +104,19 @@ def test_the_guard_stops_a_real_sentence_loop_and_keeps_the_sentence_once(real_e
     assert guard.finish_reason == "repetition" and guard.output_tokens < CAP
     assert not looped(guard.text) and seed.text.startswith(guard.text)
     # Kept: the unit once, whole (its clause or sentence mark included), as the copies after it run in seed.
-    assert guard.text.endswith((".", ","))
-    assert seed.text[len(guard.text) :].count(guard.text[-30:]) >= 2
+    assert guard.text.endswith((".", ",", "。", "，"))
+    assert repeated_tail(guard.text, seed.text[len(guard.text) :]) is not None
     assert "".join(e.text for e in events if isinstance(e, Chunk)) == guard.text
     assert guard.held_back_chars < len(guard.raw_text) - len(guard.text) + 200
 
 
+def repeated_tail(kept: str, rest: str) -> str | None:
+    """The shortest tail of `kept` that `rest` goes on to repeat at least twice (the loop's unit)."""
+    return next((kept[-n:] for n in range(2, len(kept) + 1) if rest.startswith(kept[-n:] * 2)), None)
+
+
 def test_default_preset_streams_its_answers_without_loops(real_engine):
-    prompts = [LOOPING, "What is the capital of Japan?", "请描述工厂里发生的火灾事故现场。", "Count the shrimp fry in a tank and explain how."]
+    prompts = [LOOPING, "What is the capital of Japan?", "Describe a fire accident in a school.", "Count the shrimp fry in a tank and explain how."]
     requests = [real_engine.request(None, prompt, max_new_tokens=CAP) for prompt in prompts]
     streamed = ["" for _ in prompts]
     results: dict[int, Result] = {}

@@ -7,20 +7,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from PIL import Image
 from fastapi import FastAPI
 from fastapi.responses import Response, StreamingResponse
 
-from helpers import BackgroundServer, cli
+from helpers import BackgroundServer, cli, free_port
 from watch_helpers import Mosquitto, RtspServer, ScriptedBackend, Subscriber, fire_clip, scene, wait_for, webhook_app
 
+from smolsight.engine import vision
 from smolsight.errors import SmolsightError
 from smolsight.watch.events import EventTracker
 from smolsight.watch.rules import RulesError, load_rules
@@ -266,6 +271,38 @@ def test_sigterm_stops_watching_closes_the_open_event_and_flushes(tmp_path):
     records = events(tmp_path / "out")
     assert records[0]["decision"] == "open" and records[-1]["decision"] == "close" and records[-1]["reason"] == "watching stopped"
     assert records[-1]["event"] == records[0]["event"]
+
+
+@pytest.mark.skipif(not vision.installed(), reason="the openvino extra is not installed (pip install 'smolsight[openvino]')")
+def test_a_watch_process_with_openvino_vision_exits_cleanly_on_sigterm(tmp_path, tiny_checkpoint):
+    """`smolsight watch` as a real process, its vision encoder on OpenVINO (native worker threads
+    running), stopped by a process-wide SIGTERM as `docker stop` or systemd send it: it must stop,
+    flush and print its summary, with exit status 0 and no crash inside a native library."""
+    clip = fire_clip(tmp_path / "clip", calm_s=0.5, fire_s=60, after_s=0)
+    rules = write_rules(tmp_path / "rules.yaml", [{"name": "clip", "url": str(clip), "sample_fps": 4, "realtime": True, "rules": [FIRE_RULE]}],
+                        outputs={"dir": "out"})  # fmt: skip
+    port = free_port()
+    command = [sys.executable, "-m", "smolsight", "watch", str(rules), "--model", tiny_checkpoint, "--dtype", "float32",
+               "--fast", "default,vision=openvino", "--metrics-port", str(port)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        asked = lambda: re.search(r'^smolsight_watch_frames_asked_total\{source="clip"\} ([1-9])', metrics(port), re.M)  # noqa: E731
+        wait_for(lambda: process.poll() is not None or asked(), 120, "the model to be asked about a frame")
+        assert process.poll() is None, process.communicate()[1]
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    assert "Vision on OpenVINO" in stderr and "events in" in stderr, stderr[-3000:]
+
+
+def metrics(port: int) -> str:
+    """The watch process's Prometheus page, or nothing while it is not up yet."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.TransportError:
+        return ""
 
 
 def test_mqtt_without_paho_is_one_clear_line(tmp_path, monkeypatch):
