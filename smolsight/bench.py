@@ -37,8 +37,7 @@ import torch  # before the engine: the seed path runs with OpenMP's default sett
 from PIL import Image, ImageDraw
 
 from .console import format_table, log
-from .engine import Engine, resolve_model
-from .engine import fastpaths
+from .engine import Engine, fastpaths, resolve_model
 from .engine.cpu import cpu_defaults, this_cpu
 from .errors import SmolsightError
 from .engine.fastpaths import Int8DecodeLinear

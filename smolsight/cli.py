@@ -52,7 +52,7 @@ def model_options(command):
                      help="Fast paths: default, none, or a list: default,vision=openvino-int8 (the defaults, vision in int8); "
                           "default,vision=torch; int8,lean,decode_threads=1 [default: $SMOLSIGHT_FAST, else the device's]."),
         click.option("-q", "--quiet", is_flag=True, help="No progress output."),
-        click.option("-v", "--verbose", is_flag=True, help="Print the device, dtype and attention chosen, and loading progress bars."),
+        click.option("-v", "--verbose", is_flag=True, help="Print the device, dtype, attention, fast paths and vision backend chosen, and loading progress bars."),
     ]  # fmt: skip
     return stacked(decorators, command)
 
