@@ -595,7 +595,8 @@ def bench_serve(**kwargs) -> None:
     """Load-test the server over HTTP: aggregate tokens/s and time to first token at each
     concurrency, and a short request's first token behind a long streaming one."""
     from .bench import machine
-    from .loadbench import LoopbackServer, report, run
+    from .loadbench import report, run
+    from .serve.loopback import LoopbackServer
 
     levels = parse_counts(kwargs.pop("concurrency"), "--concurrency")
     for name in ("tokens", "rounds", "long_tokens", "prefill_chunk"):
@@ -614,7 +615,7 @@ def bench_serve(**kwargs) -> None:
                                   max_tokens=max(measure["tokens"], measure["long_tokens"]), prefill_chunk=kwargs.pop("prefill_chunk"))  # fmt: skip
         engine = load_engine(kwargs)
         with LoopbackServer(create_app(engine, settings)) as local:
-            figures = run(local, "bench", levels, **measure)
+            figures = run(local.url, "bench", levels, **measure)
         device = engine.device
     figures["settings"] = {"concurrency": levels, **measure, "model": model}
     figures["machine"] = machine(device)

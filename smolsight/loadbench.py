@@ -28,29 +28,6 @@ import httpx
 from .console import format_table, log
 
 
-class LoopbackServer:
-    """The server on a free 127.0.0.1 port in a daemon thread, for as long as the `with` lasts."""
-
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, name="bench-serve", daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.02)
-        return f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
-
-    def __exit__(self, *exc_info) -> None:
-        self.server.should_exit = True
-        self.thread.join()
-
-
 @dataclass(frozen=True)
 class Streamed:
     """One streamed answer as the client saw it."""

@@ -19,33 +19,6 @@ if TYPE_CHECKING:
     from smolsight.evals.suite import Case
 
 
-class BackgroundServer:
-    """An app on a loopback port in a daemon thread (port 0 picks a free one)."""
-
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, name="test-server", daemon=True)
-        self.host = host
-
-    def __enter__(self) -> "BackgroundServer":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the background server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.server.should_exit = True
-        self.thread.join()
-
-    @property
-    def url(self) -> str:
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://{self.host}:{port}"
-
-
 @dataclass
 class Outcome:
     """What a command run gave back, alike for in-process and subprocess runs."""

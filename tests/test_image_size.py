@@ -9,7 +9,7 @@ from __future__ import annotations
 import openai
 import pytest
 import yaml
-from helpers import BackgroundServer, cli, picture
+from helpers import cli, picture
 from PIL import Image
 
 from smolsight.engine import Request
@@ -17,6 +17,7 @@ from smolsight.engine.options import image_size_setting
 from smolsight.engine.prompts import image_tokens
 from smolsight.errors import SmolsightError
 from smolsight.serve.app import create_app
+from smolsight.serve.loopback import LoopbackServer
 from smolsight.serve.settings import ServerSettings
 from smolsight.watch.rules import RulesError, load_rules
 
@@ -100,7 +101,7 @@ def test_server_takes_image_size_and_refuses_bad_ones(engine):
 
     content = [{"type": "image_url", "image_url": {"url": data_uri(picture(64, 64))}}, {"type": "text", "text": "What is it?"}]
     messages = [{"role": "user", "content": content}]
-    with BackgroundServer(create_app(engine, ServerSettings())) as live:
+    with LoopbackServer(create_app(engine, ServerSettings())) as live:
         client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="none", max_retries=0)
         usage = {size: client.chat.completions.create(model=engine.name, messages=messages, max_tokens=2, extra_body={"image_size": size}).usage
                  for size in ("native", None)}  # fmt: skip

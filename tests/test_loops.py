@@ -216,7 +216,7 @@ def test_server_sent_events_carry_exactly_the_answer(engine):
 
     import httpx
 
-    from helpers import BackgroundServer
+    from smolsight.serve.loopback import LoopbackServer
     from smolsight.serve.app import create_app
     from smolsight.serve.settings import ServerSettings
 
@@ -224,7 +224,7 @@ def test_server_sent_events_carry_exactly_the_answer(engine):
     picture(seed=0).save(buffer, "PNG")
     uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": "What colour is the truck?"}]}]
-    with BackgroundServer(create_app(engine, ServerSettings(max_tokens=160))) as server:
+    with LoopbackServer(create_app(engine, ServerSettings(max_tokens=160))) as server:
         url = f"{server.url}/v1/chat/completions"
         for preset in ("seed", "precise"):
             body = {"messages": messages, "max_tokens": 120, "preset": preset}

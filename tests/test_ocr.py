@@ -12,7 +12,7 @@ import sys
 import httpx
 import numpy as np
 import pytest
-from helpers import BackgroundServer, cli, picture
+from helpers import cli, picture
 from PIL import Image
 
 from smolsight.engine import Request
@@ -24,6 +24,7 @@ from smolsight.evals.ocr import score_reading
 from smolsight.evals.suite import load_suite
 from smolsight.evals.synth import write_synthetic_suite
 from smolsight.serve.app import create_app
+from smolsight.serve.loopback import LoopbackServer
 from smolsight.serve.settings import ServerSettings
 
 
@@ -155,7 +156,7 @@ def test_server_ocr_extension(engine, signs):
     url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What temperature is shown?"}]
     body = {"messages": [{"role": "user", "content": content}], "max_tokens": 3}
-    with BackgroundServer(create_app(engine, ServerSettings())) as live:
+    with LoopbackServer(create_app(engine, ServerSettings())) as live:
         answered = httpx.post(f"{live.url}/v1/chat/completions", json={**body, "ocr": "answer"}, timeout=120).json()
         grounded = httpx.post(f"{live.url}/v1/chat/completions", json={**body, "ocr": True}, timeout=120).json()
         plain = httpx.post(f"{live.url}/v1/chat/completions", json=body, timeout=120).json()

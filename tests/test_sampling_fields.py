@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 import torch
-from helpers import BackgroundServer, picture
+from helpers import picture
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from smolsight.engine import Chunk, GenerationOptions
@@ -24,6 +24,7 @@ from smolsight.engine.decoding import TokenChooser
 from smolsight.engine.logprobs import LogprobTrail, Pick
 from smolsight.errors import SmolsightError
 from smolsight.serve.app import create_app
+from smolsight.serve.loopback import LoopbackServer
 from smolsight.serve.settings import ServerSettings
 
 VOCAB = 50
@@ -146,7 +147,7 @@ def test_entries_end_where_a_stop_string_ends_the_answer(engine):
 
 @pytest.fixture(scope="module")
 def server(engine):
-    with BackgroundServer(create_app(engine, ServerSettings(max_tokens=64, max_batch_size=4))) as live:
+    with LoopbackServer(create_app(engine, ServerSettings(max_tokens=64, max_batch_size=4))) as live:
         yield live
 
 

@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from helpers import BackgroundServer, free_port, picture
+from helpers import free_port, picture
 from PIL import Image
 from test_media import write_video
 
@@ -33,6 +33,7 @@ from smolsight.engine import Chunk
 from smolsight.engine.fetch import UrlPolicy, fetch
 from smolsight.errors import LimitError, MediaError
 from smolsight.serve.app import create_app
+from smolsight.serve.loopback import LoopbackServer
 from smolsight.serve.settings import ServerSettings
 
 KEY = "test-key"
@@ -52,7 +53,7 @@ def image_message(text: str = "What is in the picture?", url: str | None = None,
 
 @pytest.fixture(scope="session")
 def server(engine):
-    with BackgroundServer(create_app(engine, ServerSettings(api_keys=(KEY,), **LIMITS))) as live:
+    with LoopbackServer(create_app(engine, ServerSettings(api_keys=(KEY,), **LIMITS))) as live:
         yield live
 
 
@@ -190,7 +191,7 @@ def test_a_short_request_joins_a_long_one_and_finishes_first(engine):
     """Continuous batching: a 4-token request sent while a 2000-token one streams is answered
     while the long one is still generating; a batch-at-a-time server would answer it only after
     the long one's last chunk."""
-    with BackgroundServer(create_app(engine, ServerSettings(max_tokens=2000))) as live:
+    with LoopbackServer(create_app(engine, ServerSettings(max_tokens=2000))) as live:
         url = f"{live.url}/v1/chat/completions"
         received = []
 
@@ -215,7 +216,7 @@ def test_a_short_request_joins_a_long_one_and_finishes_first(engine):
 def one_at_a_time(engine):
     """A server that runs one request at a time and queues one more."""
     settings = ServerSettings(max_batch_size=1, max_queue=1, max_tokens=2000)
-    with BackgroundServer(create_app(engine, settings)) as live:
+    with LoopbackServer(create_app(engine, settings)) as live:
         yield live
 
 
@@ -388,7 +389,7 @@ def test_url_fetching_policy(picture_site):
 def test_server_fetches_allowed_urls(engine, picture_site):
     base, _ = picture_site
     settings = ServerSettings(max_tokens=8, allow_url_fetch=True, url_allow_list=("127.0.0.1",), allow_private_urls=True)
-    with BackgroundServer(create_app(engine, settings)) as live:
+    with LoopbackServer(create_app(engine, settings)) as live:
         reply = httpx.post(f"{live.url}/v1/chat/completions", json={"messages": image_message(url=f"{base}/scene.png"), "max_tokens": 4}, timeout=60)
     assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] >= 1
 
@@ -399,7 +400,7 @@ def test_server_fetches_allowed_urls(engine, picture_site):
 def test_schema_fuzzing_finds_no_server_error(engine, tmp_path):
     """schemathesis generates valid and invalid requests from /openapi.json; none may get a 5xx."""
     settings = ServerSettings(max_tokens=4, max_input_tokens=1024, max_image_pixels=1_000_000)
-    with BackgroundServer(create_app(engine, settings)) as live:
+    with LoopbackServer(create_app(engine, settings)) as live:
         started = time.perf_counter()
         run = subprocess.run(
             ["schemathesis", "run", f"{live.url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "30",
@@ -521,7 +522,7 @@ def test_a_bare_image_url_string_reads_as_the_object_form(client, model_id):
 def test_cors_preflight_only_when_an_origin_is_allowed(engine):
     preflight = {"Origin": "https://hmi.plant.example", "Access-Control-Request-Method": "POST",
                  "Access-Control-Request-Headers": "authorization, content-type"}  # fmt: skip
-    with BackgroundServer(create_app(engine, ServerSettings(api_keys=(KEY,), cors_origins=("https://hmi.plant.example",)))) as live:
+    with LoopbackServer(create_app(engine, ServerSettings(api_keys=(KEY,), cors_origins=("https://hmi.plant.example",)))) as live:
         answer = httpx.options(f"{live.url}/v1/chat/completions", headers=preflight)
         assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == "https://hmi.plant.example"
         assert "POST" in answer.headers["access-control-allow-methods"]
@@ -529,7 +530,7 @@ def test_cors_preflight_only_when_an_origin_is_allowed(engine):
         assert models.headers["access-control-allow-origin"] == "https://hmi.plant.example"
         other = httpx.options(f"{live.url}/v1/chat/completions", headers={**preflight, "Origin": "https://evil.example"})
         assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
-    with BackgroundServer(create_app(engine, ServerSettings())) as closed:
+    with LoopbackServer(create_app(engine, ServerSettings())) as closed:
         answer = httpx.options(f"{closed.url}/v1/chat/completions", headers=preflight)
         assert answer.status_code == 405 and "access-control-allow-origin" not in answer.headers
 
@@ -542,7 +543,7 @@ def roomy(engine):
     """Default limits, but bodies up to 40 MB: what is refused here is refused by the limits
     checked before the work, not by the body size."""
     settings = ServerSettings(max_body_mb=40, max_image_pixels=4096 * 4096, max_input_tokens=2000)
-    with BackgroundServer(create_app(engine, settings)) as live:
+    with LoopbackServer(create_app(engine, settings)) as live:
         yield live
 
 
@@ -588,7 +589,7 @@ def test_a_video_with_oversized_frames_is_refused_before_decoding(tmp_path, engi
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((1088, 1920, 3), np.uint8), format="rgb24")))
         container.mux(stream.encode())
     uri = "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
-    with BackgroundServer(create_app(engine, ServerSettings(max_image_pixels=1_000_000))) as live:
+    with LoopbackServer(create_app(engine, ServerSettings(max_image_pixels=1_000_000))) as live:
         body = {"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": uri}}, {"type": "text", "text": "What moves?"}]}]}
         error, elapsed, _ = refused_quickly(live, body)
     assert "1920x1088 = 2,088,960 pixels per frame is over the limit of 1,000,000" in error["message"] and elapsed < 1.5

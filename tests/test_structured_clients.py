@@ -17,12 +17,12 @@ import httpx
 import jsonschema
 import openai
 import pytest
-from helpers import BackgroundServer
 from pydantic import BaseModel
 from test_server import data_uri, image_message
 from test_structured import DETECTION, valid
 
 from smolsight.serve.app import create_app
+from smolsight.serve.loopback import LoopbackServer
 from smolsight.serve.settings import ServerSettings
 
 KEY = "structured-key"
@@ -50,7 +50,7 @@ class Note(BaseModel):
 
 @pytest.fixture(scope="module")
 def server(engine):
-    with BackgroundServer(create_app(engine, ServerSettings(api_keys=(KEY,), max_tokens=400))) as live:
+    with LoopbackServer(create_app(engine, ServerSettings(api_keys=(KEY,), max_tokens=400))) as live:
         yield live
 
 

@@ -22,11 +22,12 @@ from PIL import Image
 from fastapi import FastAPI
 from fastapi.responses import Response, StreamingResponse
 
-from helpers import BackgroundServer, cli, free_port
+from helpers import cli, free_port
 from watch_helpers import Mosquitto, RtspServer, ScriptedBackend, Subscriber, fire_clip, scene, wait_for, webhook_app
 
 from smolsight.engine import vision
 from smolsight.errors import SmolsightError
+from smolsight.serve.loopback import LoopbackServer
 from smolsight.watch.events import EventTracker
 from smolsight.watch.rules import RulesError, load_rules
 from smolsight.watch.view import run_watch
@@ -56,7 +57,7 @@ def decisions(records: list[dict]) -> list[str]:
 def test_fire_over_rtsp_opens_and_closes_exactly_one_event_everywhere(tmp_path):
     frames = fire_clip(tmp_path / "clip")
     received: list[dict] = []
-    with RtspServer(frames) as rtsp, Mosquitto(tmp_path) as broker, BackgroundServer(webhook_app(received)) as hook, \
+    with RtspServer(frames) as rtsp, Mosquitto(tmp_path) as broker, LoopbackServer(webhook_app(received)) as hook, \
             Subscriber(broker.port, "yard") as subscriber:  # fmt: skip
         rules = write_rules(tmp_path / "rules.yaml", [{"name": "yard", "url": rtsp.url, "sample_fps": 4, "rules": [FIRE_RULE]}],
                             outputs={"dir": "out", "webhook": {"url": f"{hook.url}/hook"}, "mqtt": {"host": "127.0.0.1", "port": broker.port, "topic": "yard"}})  # fmt: skip
@@ -200,7 +201,7 @@ def mjpeg_app(frames: list[bytes]) -> FastAPI:
 def test_mjpeg_stream_and_snapshot_url(tmp_path):
     clip = fire_clip(tmp_path / "clip", calm_s=1, fire_s=1, after_s=1)
     frames = [path.read_bytes() for path in sorted(clip.iterdir())]
-    with BackgroundServer(mjpeg_app(frames)) as camera:
+    with LoopbackServer(mjpeg_app(frames)) as camera:
         rules = write_rules(tmp_path / "rules.yaml", [
             {"name": "stream", "url": f"{camera.url}/stream.mjpg", "sample_fps": 5, "rules": [dict(FIRE_RULE, cooldown_s=0)]},
             {"name": "still", "url": f"{camera.url}/snapshot.jpg", "kind": "snapshot", "sample_fps": 5, "rules": [FIRE_RULE]},
@@ -222,7 +223,7 @@ def test_dead_source_slow_model_and_failing_webhook_lose_nothing(tmp_path):
     clip = fire_clip(tmp_path / "clip", calm_s=0.5, fire_s=1, after_s=1)
     received: list[dict] = []
     app = webhook_app(received, fail_first=1)
-    with BackgroundServer(app) as hook:
+    with LoopbackServer(app) as hook:
         rules = write_rules(tmp_path / "rules.yaml", [
             {"name": "dead", "url": "rtsp://127.0.0.1:9/nothing", "rules": [FIRE_RULE]},
             {"name": "clip", "url": str(clip), "sample_fps": 4, "rules": [FIRE_RULE]},

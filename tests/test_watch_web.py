@@ -12,10 +12,10 @@ import httpx
 import pytest
 import yaml
 
-from helpers import BackgroundServer
 from watch_helpers import ScriptedBackend, fire_clip, wait_for
 
 from smolsight.serve.app import create_app
+from smolsight.serve.loopback import LoopbackServer
 from smolsight.serve.settings import ServerSettings
 from smolsight.watch.dashboard import dashboard_router
 from smolsight.watch.watcher import checked_config
@@ -36,7 +36,7 @@ def rules_file(tmp_path: Path, clip: Path, realtime: bool) -> str:
 def test_serve_watch_answers_through_the_servers_batcher(tmp_path, engine):
     clip = fire_clip(tmp_path / "clip", fps=2, calm_s=1, fire_s=1, after_s=1)
     router = dashboard_router(checked_config(rules_file(tmp_path, clip, realtime=False)), lambda app: app.state.service.batcher)
-    with BackgroundServer(create_app(engine, ServerSettings(model_name="tiny"), [router])) as server:
+    with LoopbackServer(create_app(engine, ServerSettings(model_name="tiny"), [router])) as server:
         state = wait_for(lambda: (s := httpx.get(f"{server.url}/watch/state").json())["sources"][0]["status"] == "ended" and s, 60,
                          "the clip to be watched to its end")  # fmt: skip
         frame = httpx.get(f"{server.url}/watch/frame/yard.jpg")
@@ -63,7 +63,7 @@ def total(metrics: str, name: str) -> float:
 def test_dashboard_shows_the_frame_answers_and_the_alert_live(tmp_path, engine, browser):
     clip = fire_clip(tmp_path / "clip", fps=2, calm_s=1.5, fire_s=30, after_s=0)
     router = dashboard_router(checked_config(rules_file(tmp_path, clip, realtime=True)), lambda app: ScriptedBackend())
-    with BackgroundServer(create_app(engine, ServerSettings(), [router])) as server:
+    with LoopbackServer(create_app(engine, ServerSettings(), [router])) as server:
         page = browser.new_page(viewport={"width": 1100, "height": 560})
         page.goto(f"{server.url}/watch")
         card = page.locator('.source[data-source="yard"]')

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from smolsight.engine import Chunk
-from helpers import BackgroundServer
 from smolsight.serve.app import create_app
+from smolsight.serve.loopback import LoopbackServer
 from smolsight.serve.settings import ServerSettings
 from smolsight.tasks import styled_prompt
 
@@ -25,7 +25,7 @@ MODEL_ID = "smolvlm2-tiny-random"
 
 @pytest.fixture(scope="module")
 def live(engine):
-    with BackgroundServer(create_app(engine, ServerSettings(model_name=MODEL_ID, max_tokens=2000))) as server:
+    with LoopbackServer(create_app(engine, ServerSettings(model_name=MODEL_ID, max_tokens=2000))) as server:
         yield server
 
 
