@@ -285,13 +285,16 @@ def test_a_watch_process_with_openvino_vision_exits_cleanly_on_sigterm(tmp_path,
     port = free_port()
     command = [sys.executable, "-m", "smolsight", "watch", str(rules), "--model", tiny_checkpoint, "--dtype", "float32",
                "--fast", "default,vision=openvino", "--metrics-port", str(port)]  # fmt: skip
+
+    def asked() -> bool:
+        return re.search(r'^smolsight_watch_frames_asked_total\{source="clip"\} [1-9]', metrics(port), re.M) is not None
+
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        asked = lambda: re.search(r'^smolsight_watch_frames_asked_total\{source="clip"\} ([1-9])', metrics(port), re.M)  # noqa: E731
         wait_for(lambda: process.poll() is not None or asked(), 120, "the model to be asked about a frame")
         assert process.poll() is None, process.communicate()[1]
         process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=30)
+        _, stderr = process.communicate(timeout=30)
     finally:
         process.kill()
     assert process.returncode == 0, stderr[-3000:]
