@@ -62,8 +62,28 @@ def test_rows_joining_mid_decode_get_their_own_answers(exact):
 
 @pytest.mark.parametrize("chunk", [1, 17])
 def test_chunked_prefill_gives_the_unchunked_tokens(exact, chunk):
+    """The image prompt joins while a long answer decodes, so it is prefilled `chunk` tokens a step."""
+    decoding = request("Tell me about roads.", 400)
     req = request("What colour is the shape?", 8, image=3)
-    assert run(exact, {0: [req]}, max_rows=1, prefill_chunk=chunk) == {0: alone(exact, req)}
+    steps = []
+    generation = exact.generation(max_rows=2, prefill_chunk=chunk)
+    generation.add(0, decoding, exact.prepare(decoding), 0.0)
+    generation.step()
+    generation.add(1, req, exact.prepare(req), 0.0)
+    prompt = len(generation.queued[0].prepared["embeds"])
+    while not (done := [e for e in generation.step() if getattr(e, "row", None) == 1 and hasattr(e, "finish_reason")]):
+        steps.append(generation.queued[0].prefilled if generation.queued else prompt)
+    assert done[0].raw_text == alone(exact, req)
+    assert steps[: prompt // chunk - 1] == [chunk * (i + 1) for i in range(prompt // chunk - 1)]  # chunk by chunk
+
+
+def test_with_nothing_decoding_a_prompt_is_prefilled_in_one_step(exact):
+    req = request("What colour is the shape?", 4, image=3)
+    generation = exact.generation(max_rows=1, prefill_chunk=8)
+    generation.add(0, req, exact.prepare(req), 0.0)
+    generation.step()
+    assert not generation.queued and len(generation.running) == 1  # it decodes from the next step on
+    assert run(exact, {0: [req]}, max_rows=1, prefill_chunk=8) == {0: alone(exact, req)}
 
 
 def test_a_long_prefill_does_not_stop_running_rows(exact):
