@@ -164,4 +164,4 @@ def test_slot_cache_holds_what_per_row_concatenation_holds():
                     window = layer.key_buffer[r, :, slots.window.start : slots.window.end]
                     assert torch.equal(window[:, -length:], row[i])
                     assert torch.equal(layer.value_buffer[r, :, slots.window.end - length : slots.window.end], row[i] + 1)
-            assert max(len_ for len_ in slots.lengths) == slots.window.end - slots.window.start  # no padding-only columns attended
+            assert max(row[0].shape[1] for row in rows) == slots.window.end - slots.window.start  # no padding-only columns attended

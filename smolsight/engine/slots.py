@@ -72,7 +72,6 @@ class SlotCache:
         self.cache = DynamicCache(config=config)
         self.cache.layers = [slot_layer_class()(self.window) for _ in self.cache.layers]
         self.mask: torch.Tensor | None = None  # [max rows, columns] long: 1 where a slot's row has a token
-        self.lengths: list[int] = []  # tokens each slot's row holds
 
     @property
     def rows(self) -> int:
@@ -102,7 +101,6 @@ class SlotCache:
             layer.value_buffer[slot, :, w.end - length : w.end] = source.values[0]
         self.mask[slot] = 0
         self.mask[slot, w.end - length : w.end] = 1
-        self.lengths.append(length)
         w.rows += 1
 
     def step_mask(self) -> torch.Tensor:
@@ -115,7 +113,6 @@ class SlotCache:
     def advance(self) -> None:
         """After a decode step: every row holds one more token."""
         self.window.end += 1
-        self.lengths = [n + 1 for n in self.lengths]
 
     def remove(self, slot: int) -> None:
         """Free `slot`; the row in the last slot moves into it."""
@@ -126,11 +123,9 @@ class SlotCache:
                 layer.key_buffer[slot, :, w.start : w.end] = layer.key_buffer[last, :, w.start : w.end]
                 layer.value_buffer[slot, :, w.start : w.end] = layer.value_buffer[last, :, w.start : w.end]
             self.mask[slot] = self.mask[last]
-            self.lengths[slot] = self.lengths[last]
-        self.lengths.pop()
         w.rows -= 1
-        if self.lengths:  # no attention over columns that only rows now gone had used
-            w.start = w.end - max(self.lengths)
+        if w.rows:  # no attention over columns that only rows now gone had used: start at the first one a row holds
+            w.start += int(self.mask[: w.rows, w.start : w.end].any(dim=0).int().argmax())
 
     def reserve(self, columns: int, like=None) -> None:
         """Make room for column index `columns - 1`: allocate (shaped `like` a prefill cache), move the
