@@ -16,7 +16,6 @@ are measured.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 

@@ -4,8 +4,8 @@ A `Generation` holds the rows being decoded together. `add` queues a prepared re
 prompt's embeddings, images merged in); each `step` first spends up to `prefill_chunk` prompt
 tokens on the queued rows, oldest first (a long prompt is prefilled over several steps, so the
 rows already decoding keep getting a token per step; with none decoding, the oldest prompt goes
-in whole), and a row whose prompt is done chooses its
-first token and takes a slot in the running batch (`slots.SlotCache`). Then one decode step runs
+in whole), and a row whose prompt is done chooses its first token and takes a slot in the running
+batch (`slots.SlotCache`). Then one decode step runs
 for every running row, each row chooses its token with its own `TokenChooser`, and rows that
 finish (end of utterance, a stop string, the loop guard, the token limit, cancellation) leave at
 once, freeing their slot for the next queued row.
