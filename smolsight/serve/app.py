@@ -146,7 +146,7 @@ class Service:
         self.metrics = Metrics(settings.max_batch_size)
         self.batcher = Batcher(engine, settings.batching(), self.metrics)
         self.media = settings.media(engine)
-        self.vocab = engine.model.config.text_config.vocab_size
+        self.vocab = engine.vocab  # bounds logit_bias ids, checked before the request is queued
 
     async def complete(self, body: ChatCompletionRequest, request: Request) -> Response:
         if body.model is not None and body.model != self.model_name:
