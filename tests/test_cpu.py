@@ -21,31 +21,31 @@ def cpuinfo(model: str, flags: str) -> str:
     return f"processor\t: 0\nmodel name\t: {model}\nflags\t\t: {flags}\n\nprocessor\t: 1\nmodel name\t: {model}\nflags\t\t: {flags}\n"
 
 
-@pytest.mark.parametrize("flags, speedup, kind, dtype, int8", [
-    (XEON_AMX, 6.1, "amx", "bfloat16", True),
-    (EPYC_ZEN5, 2.0, "avx512_bf16", "bfloat16", True),
-    (EPYC_ZEN5, 0.6, "avx512_bf16", "float32", True),  # the flags claim bf16, the measurement says no
-    (LAPTOP_AVX2, None, "avx2", "float32", True),
-    (OLD, None, "basic", "float32", False),
+@pytest.mark.parametrize("flags, speedups, kind, dtype, int8, attention", [
+    (XEON_AMX, (6.1, 2.1), "amx", "bfloat16", True, "bfloat16"),
+    (EPYC_ZEN5, (2.0, 0.16), "avx512_bf16", "bfloat16", True, "float32"),  # bf16 matmuls fast, one-row bf16 attention slow
+    (EPYC_ZEN5, (0.6, 0.5), "avx512_bf16", "float32", True, "float32"),  # the flags claim bf16, the measurement says no
+    (LAPTOP_AVX2, None, "avx2", "float32", True, "float32"),
+    (OLD, None, "basic", "float32", False, "float32"),
 ])  # fmt: skip
-def test_each_kind_of_cpu_gets_the_documented_defaults(tmp_path, flags, speedup, kind, dtype, int8):
-    probe = probe_cpu(cpuinfo("Some CPU", flags), tmp_path / "cpu.json", measure=lambda: speedup)
+def test_each_kind_of_cpu_gets_the_documented_defaults(tmp_path, flags, speedups, kind, dtype, int8, attention):
+    probe = probe_cpu(cpuinfo("Some CPU", flags), tmp_path / "cpu.json", measure=lambda: speedups)
     chosen = cpu_defaults(probe)
-    assert (probe.kind, chosen.dtype, chosen.int8_decode) == (kind, dtype, int8)
+    assert (probe.kind, chosen.dtype, chosen.int8_decode, chosen.decode_attention) == (kind, dtype, int8, attention)
     assert chosen.why.startswith(kind)
 
 
 def test_the_probe_is_measured_once_then_read_from_the_cache(tmp_path):
     measured = []
 
-    def measure() -> float:
+    def measure() -> tuple[float, float]:
         measured.append(1)
-        return 3.5
+        return 3.5, 1.5
 
     path = tmp_path / "smolsight" / "cpu.json"
     first = probe_cpu(cpuinfo("Xeon A", XEON_AMX), path, measure)
     again = probe_cpu(cpuinfo("Xeon A", XEON_AMX), path, measure)
-    assert first == again == CpuProbe("Xeon A", ("amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2"), 3.5, torch.__version__)
+    assert first == again == CpuProbe("Xeon A", ("amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2"), 3.5, torch.__version__, 1.5)
     assert len(measured) == 1 and len(json.loads(path.read_text())) == 1
     probe_cpu(cpuinfo("EPYC B", EPYC_ZEN5), path, measure)  # another CPU model (or flags, or torch): its own entry
     probe_cpu(cpuinfo("Laptop C", LAPTOP_AVX2), path, measure)  # no bf16 flags: nothing to measure
@@ -55,7 +55,7 @@ def test_the_probe_is_measured_once_then_read_from_the_cache(tmp_path):
 def test_a_corrupt_cache_is_probed_again_and_rewritten(tmp_path):
     path = tmp_path / "cpu.json"
     path.write_text("{not json")
-    probe = probe_cpu(cpuinfo("Xeon A", XEON_AMX), path, measure=lambda: 2.5)
+    probe = probe_cpu(cpuinfo("Xeon A", XEON_AMX), path, measure=lambda: (2.5, 0.5))
     assert probe.bf16_speedup == 2.5 and len(json.loads(path.read_text())) == 1
 
 
@@ -63,7 +63,7 @@ def test_this_machine_is_probed_with_a_real_measurement(tmp_path):
     probe = probe_cpu(cache=tmp_path / "cpu.json")
     assert probe.model and probe.torch == torch.__version__
     if probe.kind in ("amx", "avx512_bf16"):
-        assert probe.bf16_speedup > 0
+        assert probe.bf16_speedup > 0 and probe.bf16_attention_speedup > 0
     assert cpu_defaults(probe).dtype in ("bfloat16", "float32")
 
 

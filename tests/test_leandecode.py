@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smolsight.engine import Engine, fastpaths
+from smolsight.engine import Engine, cpu, fastpaths
+from smolsight.engine.cpu import CpuDefaults
 from smolsight.engine.leandecode import LeanDecodeStep
 from smolsight.engine.slots import SlotCache
 
@@ -74,14 +75,18 @@ def test_lean_step_gives_transformers_logits(plain, prompts):
     assert largest_gap(reference, lean) < 1e-5
 
 
-def test_a_bf16_lean_step_stays_as_near_the_float32_model_as_transformers_bf16_forward(tiny_checkpoint, plain):
-    """In bf16 on CPU the lean step attends in float32 over a float32 copy of the bf16 cache (torch's
-    CPU flash kernel is slow for one query row in bf16): its logits must stay as near the float32
+@pytest.mark.parametrize("attention", ["bfloat16", "float32"])
+def test_a_bf16_lean_step_stays_as_near_the_float32_model_as_transformers_bf16_forward(tiny_checkpoint, plain, monkeypatch, attention):
+    """In bf16 on CPU the lean step attends in bf16 or in float32 over a float32 copy of the bf16
+    cache, as the CPU probe measured faster: either way its logits must stay as near the float32
     model's as transformers' own bf16 forward does, for a padded batch too."""
+    monkeypatch.setattr(cpu, "defaults", lambda: CpuDefaults("bfloat16", True, "test", attention))
     bf16 = Engine.load(tiny_checkpoint, device="cpu", dtype="bfloat16", quiet=True, fast="none")
     exact = step_logits(plain, plain.model, PROMPTS)
     transformers_gap = largest_gap(exact, step_logits(bf16, bf16.model, PROMPTS))
-    lean_gap = largest_gap(exact, step_logits(bf16, LeanDecodeStep(bf16.model, int8=False), PROMPTS))
+    lean = LeanDecodeStep(bf16.model, int8=False)
+    assert lean.attention_dtype == getattr(torch, attention)
+    lean_gap = largest_gap(exact, step_logits(bf16, lean, PROMPTS))
     assert lean_gap <= 1.25 * transformers_gap
 
 

@@ -17,6 +17,11 @@ The rule (`cpu_defaults`; docs/performance.md has the measurements):
 | AVX2 without bf16 (emulated bf16 is slow) | float32 | on |
 | no AVX2 (torch's int8 kernels need it) | float32 | off |
 
+A bf16 engine's decode steps attend in bf16 or float32, whichever the probe measured faster: one
+query row over ~1k bf16 keys through torch's CPU flash kernel took 75 µs a layer in bf16 and 155
+µs as float32 over a float32 copy of the keys on the AMX Xeon, but 561 µs against 89 µs on the
+Zen 5 EPYC (`leandecode`; docs/performance.md).
+
 int8 decode is on wherever torch's x86 int8 kernels run, bf16 or not: a decode step is one row
 per answer, bound by reading the weights, and int8 reads half of bf16's bytes and a quarter of
 float32's. Prefill keeps the model's own weights on every CPU (`fastpaths.Int8DecodeLinear`).
@@ -39,17 +44,20 @@ import torch
 FLAGS = ("amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
 BF16_MIN_SPEEDUP = 1.2  # bf16 must beat float32 by this much on the probe's matmul to be the default
 MATMUL = (256, 576, 1536)  # rows x in x out: a 256-token slice of the 256M decoder's MLP
+ATTENTION = (9, 3, 1024, 64)  # query heads, key/value heads, keys, head size: a 256M decode step's attention
 ROUNDS = 12
+FORMAT = 2  # bump when what the probe measures changes: older cache entries are probed again
 
 
 @dataclass(frozen=True)
 class CpuProbe:
-    """One CPU as probed: its model name, which of `FLAGS` it has, and the measured bf16 speed-up."""
+    """One CPU as probed: its model name, which of `FLAGS` it has, and the measured bf16 speed-ups."""
 
     model: str
     flags: tuple[str, ...]
     bf16_speedup: float | None  # float32 time / bf16 time on the probe's matmul; None: not measured
     torch: str
+    bf16_attention_speedup: float | None = None  # the same for a decode step's attention (`measure_attention`)
 
     @property
     def kind(self) -> str:
@@ -69,6 +77,7 @@ class CpuDefaults:
     dtype: str  # bfloat16 or float32
     int8_decode: bool
     why: str
+    decode_attention: str = "float32"  # the dtype a bf16 engine's decode steps attend in
 
 
 def cpu_defaults(probe: CpuProbe) -> CpuDefaults:
@@ -79,7 +88,8 @@ def cpu_defaults(probe: CpuProbe) -> CpuDefaults:
         measured = probe.bf16_speedup
         if measured is None or measured >= BF16_MIN_SPEEDUP:
             speed = "" if measured is None else f", measured {measured:.1f}x float32"
-            return CpuDefaults("bfloat16", int8, f"{probe.kind}: native bf16{speed}; {int8_why}")
+            attention = "bfloat16" if (probe.bf16_attention_speedup or 0) > 1 else "float32"
+            return CpuDefaults("bfloat16", int8, f"{probe.kind}: native bf16{speed}; {int8_why}; decode attention in {attention}", attention)
         return CpuDefaults("float32", int8, f"{probe.kind} flags, but bf16 measured {measured:.2f}x float32; {int8_why}")
     return CpuDefaults("float32", int8, f"{probe.kind}: no bf16 dot products (bf16 would be emulated); {int8_why}")
 
@@ -105,38 +115,56 @@ def parse_cpuinfo(text: str) -> tuple[str, tuple[str, ...], str]:
     return model, tuple(f for f in FLAGS if f in present), flags
 
 
-def measure_bf16_speedup() -> float:
-    """float32 time / bf16 time for one prefill-sized matmul, best of `ROUNDS` interleaved rounds
-    (the best is the least disturbed by other processes); about a tenth of a second."""
-    rows, inner, out = MATMUL
+def measure_bf16() -> tuple[float, float]:
+    """(matmul, attention) speed-ups of bf16 over float32: a prefill-sized matmul in each dtype, and a
+    decode step's attention in bf16 against float32 over a float32 copy of the bf16 keys and values
+    (what `leandecode` would do instead). About a tenth of a second."""
+    import torch.nn.functional as F
+
     generator = torch.Generator().manual_seed(0)
+    rows, inner, out = MATMUL
     pairs = {dtype: (torch.randn(rows, inner, generator=generator).to(dtype), torch.randn(inner, out, generator=generator).to(dtype))
              for dtype in (torch.float32, torch.bfloat16)}  # fmt: skip
-    best = dict.fromkeys(pairs, float("inf"))
+    matmul = faster_of(lambda: torch.matmul(*pairs[torch.bfloat16]), lambda: torch.matmul(*pairs[torch.float32]))
+    heads, kv_heads, keys, size = ATTENTION
+    query = torch.randn(1, heads, 1, size, generator=generator)
+    cache = [torch.randn(1, kv_heads, keys, size, generator=generator).bfloat16() for _ in range(2)]
+    attention = faster_of(
+        lambda: F.scaled_dot_product_attention(query.bfloat16(), *cache, enable_gqa=True),
+        lambda: F.scaled_dot_product_attention(query, *(part.float() for part in cache), enable_gqa=True),
+    )
+    return matmul, attention
+
+
+def faster_of(bf16, float32) -> float:
+    """float32's time / bf16's, best of `ROUNDS` interleaved rounds (the best is the least disturbed
+    by other processes) after a warm-up round."""
+    best = {bf16: float("inf"), float32: float("inf")}
     for round_ in range(ROUNDS + 1):
-        for dtype, (a, b) in pairs.items():
+        for function in best:
             start = time.perf_counter()
-            torch.matmul(a, b)
-            if round_:  # the first round warms up the kernels
-                best[dtype] = min(best[dtype], time.perf_counter() - start)
-    return round(best[torch.float32] / best[torch.bfloat16], 2)
+            function()
+            if round_:
+                best[function] = min(best[function], time.perf_counter() - start)
+    return round(best[float32] / best[bf16], 2)
 
 
 def cache_path() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "smolsight" / "cpu.json"
 
 
-def probe_cpu(cpuinfo: str | None = None, cache: Path | None = None, measure=measure_bf16_speedup) -> CpuProbe:
+def probe_cpu(cpuinfo: str | None = None, cache: Path | None = None, measure=measure_bf16) -> CpuProbe:
     """This CPU's probe: from the cache when this CPU model, flag line and torch version were
     probed before, else measured now (only where the flags claim bf16) and written to the cache."""
     model, flags, flag_line = parse_cpuinfo(read_cpuinfo() if cpuinfo is None else cpuinfo)
     cache = cache or cache_path()
-    key = hashlib.sha1(f"{model}\n{flag_line}\n{torch.__version__}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{FORMAT}\n{model}\n{flag_line}\n{torch.__version__}".encode()).hexdigest()[:16]
     entries = read_cache(cache)
     if key in entries:
         return CpuProbe(**{**entries[key], "flags": tuple(entries[key]["flags"])})
     native_bf16 = "amx_bf16" in flags or "avx512_bf16" in flags
-    probe = CpuProbe(model, flags, measure() if native_bf16 else None, torch.__version__)
+    matmul, attention = measure() if native_bf16 else (None, None)
+    probe = CpuProbe(model, flags, matmul, torch.__version__, attention)
     write_cache(cache, {**entries, key: {k: v for k, v in probe.to_dict().items() if k != "kind"}})
     return probe
 

@@ -13,10 +13,11 @@ the model's own weights:
 - rotary cos/sin tables computed once and indexed by position;
 - SDPA over the cache with grouped query heads (no repeated keys), a padding mask only when a
   row is padded, and the LM head on the one new position;
-- on CPU, attention in float32 over a float32 copy of a bf16 cache: torch's CPU flash-attention
-  kernel is slow for one query row in bf16 (1123 keys, two threads, AVX512-BF16 without AMX:
-  538 µs a layer, against 91 µs for the copy and float32 attention together; docs/performance.md),
-  and float32 is also what transformers' kernel accumulates in.
+- on CPU, attention over a bf16 cache in bf16 or in float32 over a float32 copy, whichever the
+  CPU probe measured faster (`cpu.CpuDefaults.decode_attention`): torch's CPU flash kernel for one
+  query row in bf16 is fast with AMX (75 µs a layer at 1123 keys on two threads, against 155 µs
+  for the copy and float32 attention) and slow without it (538 µs against 91 µs on AVX512-BF16
+  alone; docs/performance.md). Both accumulate in float32.
 
 It reads and writes the engine's own cache: each layer's new key and value go through
 `cache.layers[i].update(k, v)`, which returns all keys and values so far, so whatever edits the
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cpu
 from ..errors import SmolsightError
 from .int8 import quantize_linear
 
@@ -120,6 +122,14 @@ class LeanLayer:
         self.mlp_norm = layer.post_attention_layernorm.weight.detach().to(dtype)
 
 
+def decode_attention_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype a decode step attends in: the model's, except where the CPU probe measured float32
+    faster for a bf16 cache."""
+    if model.device.type == "cpu" and model.dtype == torch.bfloat16:
+        return getattr(torch, cpu.defaults().decode_attention)
+    return model.dtype
+
+
 def weight_of(linear: nn.Module) -> torch.Tensor:
     """A Linear layer's weight, also when the int8 fast path has wrapped it (`Int8DecodeLinear.full`)."""
     return getattr(linear, "full", linear).weight.detach()
@@ -137,7 +147,7 @@ class LeanDecodeStep:
         self.embed = text.embed_tokens
         self.dtype = torch.float32 if int8 else model.dtype
         self.cache_dtype = model.dtype  # keys and values as prefill wrote them
-        self.attention_dtype = torch.float32 if model.device.type == "cpu" else model.dtype
+        self.attention_dtype = decode_attention_dtype(model)
         make_linear = Int8Linear if int8 else (lambda w: DenseLinear(w.to(self.dtype)))
         self.layers = [LeanLayer(layer, make_linear, self.dtype) for layer in text.layers]
         self.norm = text.norm.weight.detach().to(self.dtype)
