@@ -113,6 +113,16 @@ def test_entries_cover_the_answers_tokens_streamed_or_not(engine):
     assert engine.ask(None, "Describe a cat.", max_new_tokens=4, preset="seed").logprobs is None
 
 
+def test_a_last_token_without_text_keeps_its_entry(engine):
+    """A special token decodes to no text: an answer that ends on one (here every token is one,
+    forced by logit_bias, until max_tokens) still has one entry per token."""
+    special = engine.tokenizer.convert_tokens_to_ids("<fake_token_around_image>")
+    assert special not in engine.eos_ids
+    result = engine.ask(None, "Describe a cat.", max_new_tokens=3, logprobs=0, preset="seed", logit_bias=((special, 100.0),))
+    assert result.raw_text == "" and result.output_tokens == 3
+    assert [entry.token for entry in result.logprobs] == ["<fake_token_around_image>"] * 3
+
+
 def test_entries_stop_at_the_loop_guards_cut(engine):
     for seed, split in itertools.product(range(4), (True, False)):  # as test_server's repetition test finds a loop
         result = engine.ask(picture(seed=seed), "Describe.", max_new_tokens=150, split=split, logprobs=0, dedupe_sentences=False)

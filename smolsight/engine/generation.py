@@ -267,13 +267,13 @@ class RowState:
 
     def finish(self, reason: str, engine: Engine, end: int | None = None) -> str:
         """Stop the row; return the rest of its answer, the raw text ending at character `end`
-        (default: all that was generated)."""
+        (default: all that was generated, every token's logprobs included, text or none)."""
         self.reason = reason
+        if end is not None and self.trail is not None:
+            self.trail.cut(end)
         if end is None:
             self.text += self.rest(engine)
             end = len(self.text)
-        if self.trail is not None:
-            self.trail.cut(end)
         return self.answer.close(self.text, end)
 
     def push(self, token: int, engine: Engine, pick: logprobs.Pick | None = None) -> str:
