@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from .errors import SmolsightError
-from .engine.options import PRESETS, image_size_setting
+from .engine.options import PREFILL_CHUNK, PRESETS, image_size_setting
 from .engine.media import DEFAULT_MAX_PIXELS
 from .engine.ocr import ENGINES as OCR_ENGINES
 from .tasks import LANGS, STYLES, TASKS, styled_prompt
@@ -345,7 +345,7 @@ def batch(source: str, out: str, prompt: str | None, batch_size: int, use_ray: b
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--served-model-name", default=None, help="Model id in /v1/models and requests (default: the --model value).")
 @click.option("--max-batch-size", type=int, default=8, show_default=True, help="Most requests decoded together.")
-@click.option("--prefill-chunk", type=int, default=512, show_default=True,
+@click.option("--prefill-chunk", type=int, default=PREFILL_CHUNK, show_default=True,
               help="Prompt tokens prefilled between two decode steps (smaller: steadier streams while others join).")
 @click.option("--max-queue", type=int, default=64, show_default=True, help="Waiting requests before new ones get 429.")
 @click.option("--max-body-mb", type=float, default=20, show_default=True, help="Largest request body (and fetched URL).")
@@ -589,7 +589,7 @@ def bench(**kwargs) -> None:
 @click.option("--rounds", type=int, default=2, show_default=True, help="Requests each client sends, one after another.")
 @click.option("--long-tokens", type=int, default=512, show_default=True, help="Length of the long request the short one is sent behind.")
 @click.option("--prompt", default="Describe a busy loading bay at a factory: the trucks, the people and the goods.", show_default=True)
-@click.option("--prefill-chunk", type=int, default=512, show_default=True, help="The started server's --prefill-chunk.")
+@click.option("--prefill-chunk", type=int, default=PREFILL_CHUNK, show_default=True, help="The started server's --prefill-chunk.")
 @click.option("-o", "--out", default="bench-serve.json", show_default=True, help="JSON report file.")
 def bench_serve(**kwargs) -> None:
     """Load-test the server over HTTP: aggregate tokens/s and time to first token at each

@@ -1,16 +1,13 @@
-"""Test helpers: a live server in a thread, the CLI run in-process, a deterministic picture, a
+"""Test helpers: the CLI run in-process or as a subprocess, a deterministic picture, a
 backend that answers from a script and the truthful answer to a suite case."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import uvicorn
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
 

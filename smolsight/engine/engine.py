@@ -22,10 +22,10 @@ import torch  # noqa: E402
 from . import decoding, fastpaths, logprobs, ocr, vision
 from ..errors import MediaError, SmolsightError
 from .fastpaths import FastPaths
-from .generation import PREFILL_CHUNK, Chunk, Generation, Result
+from .generation import Chunk, Generation, Result
 from .loading import DEFAULT_MODEL, choose_runtime, load_model
 from .media import DEFAULT_MAX_PIXELS, MediaInput, Video, is_video, load_image, load_video
-from .options import NATIVE_IMAGE_SIZE, PROCESSING_SETTINGS, GenerationOptions, image_size_setting, resolve_options
+from .options import NATIVE_IMAGE_SIZE, PREFILL_CHUNK, PROCESSING_SETTINGS, GenerationOptions, image_size_setting, resolve_options
 from .prompts import Message, chat_text, images_of, native_images, validate, video_of
 from .redundancy import repetition_metrics
 from .structured import Constraint, Grammars, ResponseFormat

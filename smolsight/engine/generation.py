@@ -26,7 +26,7 @@ import torch
 
 from . import decoding, fastpaths, logprobs
 from .answer import AnswerText
-from .options import GenerationOptions
+from .options import PREFILL_CHUNK, GenerationOptions
 from .redundancy import repetition_metrics
 from .slots import SlotCache
 
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from .engine import Engine, Request
     from .structured import Constraint
 
-PREFILL_CHUNK = 512  # prompt tokens prefilled per step: a step with a prefill costs about this much more
 
 
 @dataclass

@@ -99,6 +99,7 @@ class GenerationOptions:
 
 
 MAX_TOP_LOGPROBS = 20  # alternatives per token, as OpenAI allows
+PREFILL_CHUNK = 512  # prompt tokens prefilled per step: a step with a prefill costs about this much more
 
 
 def bias_pairs(bias) -> tuple[tuple[int, float], ...]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..engine import Chunk, Engine, Request, Result
-from ..engine.generation import PREFILL_CHUNK
+from ..engine.options import PREFILL_CHUNK
 from ..errors import LimitError, SmolsightError
 from .errors import QueueFullError, ShuttingDownError, fault
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.fetch import UrlPolicy
-from ..engine.generation import PREFILL_CHUNK
+from ..engine.options import PREFILL_CHUNK
 from ..engine.prompts import image_tokens
 from ..errors import SmolsightError
 from .batching import BatchSettings
