@@ -15,12 +15,12 @@ from smolsight.checkpoints import BASE_VOCAB, EOS_TOKEN_ID, IMAGE_TOKEN_ID, LANG
 from smolsight.engine import Chunk, Result
 from smolsight.errors import SmolsightError
 
-# The donor loops on this one within its first hundred tokens: one sentence about fuel and a spark, again and again.
-# The field report's own question. Greedy answers depend on the arithmetic (bf16 or float32, int8 or
-# not, the CPU's kernels); this one loops within CAP tokens on all three paths scanned on 2026-12-02
-# (the CPU default bf16 + int8 lean, float32 lean, float32 int8 lean), where the English one used
-# before looped on one of them only.
-LOOPING = "请描述工厂里发生的火灾事故现场。"
+# Prompts the donor loops on within CAP tokens. Greedy answers depend on the arithmetic (bf16 or
+# float32, int8 or not, the CPU's kernels): the field report's own question loops on one sentence
+# on the AMD EPYC's paths (scanned 2026-12-02) and, with the AMX Xeon's bf16 decode attention, on a
+# phrase with no clause mark; the second prompt loops on a sentence there (scanned 2026-12-07).
+LOOPING = ("请描述工厂里发生的火灾事故现场。", "Describe what a forklift driver does all day.")
+CLAUSE_MARKS = (".", ",", "。", "，")
 CAP = 240
 
 
@@ -96,18 +96,30 @@ def test_it_knows_facts_and_an_image_does_not_derail_it(real_engine):
     assert with_image.input_tokens > alone.input_tokens + 50
 
 
-def test_the_guard_stops_a_real_sentence_loop_and_keeps_the_sentence_once(real_engine):
-    seed = real_engine.ask(None, LOOPING, "seed", max_new_tokens=CAP)
-    events = list(real_engine.stream(None, LOOPING, "seed", loop_guard=True, max_new_tokens=CAP))
-    guard = events[-1]
-    assert seed.finish_reason == "length" and looped(seed.text)
-    assert guard.finish_reason == "repetition" and guard.output_tokens < CAP
-    assert not looped(guard.text) and seed.text.startswith(guard.text)
-    # Kept: the unit once, whole (its clause or sentence mark included), as the copies after it run in seed.
-    assert guard.text.endswith((".", ",", "。", "，"))
-    assert repeated_tail(guard.text, seed.text[len(guard.text) :]) is not None
-    assert "".join(e.text for e in events if isinstance(e, Chunk)) == guard.text
-    assert guard.held_back_chars < len(guard.raw_text) - len(guard.text) + 200
+def test_the_guard_stops_real_loops_and_keeps_a_looping_sentence_once(real_engine):
+    """Each prompt's seed answer that loops is cut by the guard after one copy of the loop's unit;
+    a unit with a clause or sentence mark is kept whole, its mark included. At least one loop must
+    be made of sentences (see LOOPING for which one is, on which CPU)."""
+    sentence_loops = []
+    for prompt in LOOPING:
+        seed = real_engine.ask(None, prompt, "seed", max_new_tokens=CAP)
+        if not looped(seed.text):
+            continue
+        events = list(real_engine.stream(None, prompt, "seed", loop_guard=True, max_new_tokens=CAP))
+        guard = events[-1]
+        assert seed.finish_reason == "length"
+        assert guard.finish_reason == "repetition" and guard.output_tokens < CAP
+        assert not looped(guard.text) and seed.text.startswith(guard.text)
+        unit = repeated_tail(guard.text, seed.text[len(guard.text) :])
+        assert unit is not None, (guard.text, seed.text)
+        if any(mark in unit for mark in CLAUSE_MARKS):
+            assert guard.text.endswith(CLAUSE_MARKS), unit
+            sentence_loops.append(unit)
+        assert "".join(e.text for e in events if isinstance(e, Chunk)) == guard.text
+        assert guard.held_back_chars < len(guard.raw_text) - len(guard.text) + 200
+        if sentence_loops:
+            break
+    assert sentence_loops
 
 
 def repeated_tail(kept: str, rest: str) -> str | None:
@@ -116,7 +128,7 @@ def repeated_tail(kept: str, rest: str) -> str | None:
 
 
 def test_default_preset_streams_its_answers_without_loops(real_engine):
-    prompts = [LOOPING, "What is the capital of Japan?", "Describe a fire accident in a school.", "Count the shrimp fry in a tank and explain how."]
+    prompts = [*LOOPING, "What is the capital of Japan?", "Describe a fire accident in a school.", "Count the shrimp fry in a tank and explain how."]
     requests = [real_engine.request(None, prompt, max_new_tokens=CAP) for prompt in prompts]
     streamed = ["" for _ in prompts]
     results: dict[int, Result] = {}
@@ -125,7 +137,7 @@ def test_default_preset_streams_its_answers_without_loops(real_engine):
             streamed[event.row] += event.text
         else:
             results[event.row] = event
-    assert "Tokyo" in results[1].text
+    assert "Tokyo" in results[len(LOOPING)].text
     for row, result in results.items():
         assert streamed[row] == result.text
         assert not looped(result.text), result.text
