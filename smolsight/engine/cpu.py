@@ -57,7 +57,7 @@ class CpuProbe:
     flags: tuple[str, ...]
     bf16_speedup: float | None  # float32 time / bf16 time on the probe's matmul; None: not measured
     torch: str
-    bf16_attention_speedup: float | None = None  # the same for a decode step's attention (`measure_attention`)
+    bf16_attention_speedup: float | None = None  # the same for a decode step's attention (`measure_bf16`)
 
     @property
     def kind(self) -> str:
