@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from helpers import picture
 from test_media import write_video
+from transformers import SmolVLMVisionConfig
 
 from smolsight.engine import Chunk, Engine, Request, Result, choose_runtime, resolve_model
 from smolsight.errors import MediaError, ModelNotFoundError, SmolsightError
 from smolsight.engine.options import resolve_options
+from smolsight.engine.vision import MMAP_THRESHOLD, TorchVision, tiles_per_group
 
 SEED_40 = {"preset": "seed", "max_new_tokens": 40}
 
@@ -154,3 +157,31 @@ def test_checkpoint_loads_with_plain_transformers(tiny_checkpoint):
     assert model.config.text_config.vocab_size == 49280
     text = "请描述这张图像？ Describe ✓"
     assert processor.tokenizer.decode(processor.tokenizer(text)["input_ids"]) == text
+
+
+@pytest.mark.parametrize("group", [1, 2, None], ids=["one tile at a time", "two", "all at once"])
+def test_torch_vision_in_groups_gives_the_models_own_features(engine, group):
+    """On CPU the torch backend encodes tiles in groups (vision.tiles_per_group): whatever the group,
+    its features are transformers' `get_image_features`, with a padding image dropped and a half-masked
+    tile attending to its image patches only."""
+    side = engine.model.config.vision_config.image_size
+    pixels = torch.rand(1, 4, 3, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    pixels[0, 3] = 0  # padding image
+    mask = torch.ones(1, 4, side, side, dtype=torch.long)
+    mask[0, 1, side // 2 :] = 0
+    pixels[0, 1, :, side // 2 :] = 0
+    backend = TorchVision(engine.model, "cpu")
+    backend.group = group
+    with torch.inference_mode():
+        expected = torch.cat(list(engine.model.model.get_image_features(pixels, mask, return_dict=True).pooler_output))
+        got = backend(pixels, mask)
+    assert got.shape == expected.shape == (3 * engine.processor.image_seq_len, expected.shape[-1])
+    assert (got - expected).abs().max().item() < 1e-5
+
+
+def test_cpu_tile_groups_keep_the_widest_activation_under_glibcs_mmap_threshold():
+    siglip_b = SmolVLMVisionConfig(image_size=512, patch_size=16, hidden_size=768, intermediate_size=3072)  # 256M and 500M
+    assert (tiles_per_group(siglip_b, torch.bfloat16), tiles_per_group(siglip_b, torch.float32)) == (5, 2)
+    assert 5 * 1024 * 3072 * 2 <= MMAP_THRESHOLD < 6 * 1024 * 3072 * 2
+    wide = SmolVLMVisionConfig(image_size=2048, patch_size=16, hidden_size=768, intermediate_size=3072)
+    assert tiles_per_group(wide, torch.float32) == 1  # never fewer than one

@@ -3,7 +3,7 @@ disk, compiled for the CPU. Why: on CPU, SigLIP over an image's tiles is most of
 time, and OpenVINO's CPU plugin runs it about twice as fast as torch at the same error in bf16
 (docs/performance.md has the measurements).
 
-Conversion: `openvino.convert_model` traces `VisionTower` (what `get_image_features` computes
+Conversion: `openvino.convert_model` traces `vision.VisionTower` (what `get_image_features` computes
 once padding images are dropped: inputs the tiles [N, 3, S, S] and their patch mask
 [N, S/p, S/p], N dynamic); no optimum-intel, so no transformers version pin.
 
@@ -32,44 +32,15 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..console import log
 from ..errors import SmolsightError
+from .vision import VisionTower, real_tiles
 
 FORMAT = 1  # bump when the converted graph or the files change
 CACHE_ENV = "SMOLSIGHT_OPENVINO_CACHE"
 PRECISIONS = ("bf16", "f32", "int8")
 CALIBRATION_PICTURES = 6
-
-
-class VisionTower(nn.Module):
-    """SigLIP and the connector, with the inputs that the traced graph keeps."""
-
-    def __init__(self, vision_model: nn.Module, connector: nn.Module) -> None:
-        super().__init__()
-        self.vision_model = vision_model
-        self.connector = connector
-
-    def forward(self, pixel_values: torch.Tensor, patch_attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.vision_model(pixel_values=pixel_values, patch_attention_mask=patch_attention_mask).last_hidden_state
-        return self.connector(hidden)  # [N, tokens per tile, text hidden]
-
-
-def real_tiles(pixels: torch.Tensor, pixel_mask: torch.Tensor | None, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """What transformers' `get_image_features` gives the encoder: the tiles [N, 3, S, S] without
-    the all-zero images that pad a batch, and for each tile which patches hold pixels [N, S/p, S/p]
-    (a tile that is only partly image attends to its image patches only)."""
-    tiles = pixels.flatten(0, 1)  # [batch * images, 3, S, S]
-    real = (tiles != 0).flatten(1).any(dim=1)
-    real[0] |= ~real.any()  # no image at all: keep one, as transformers does
-    tiles = tiles[real].float().contiguous()
-    if pixel_mask is None:
-        mask = torch.ones(tiles.shape[0], tiles.shape[2], tiles.shape[3], dtype=torch.bool)
-    else:
-        mask = pixel_mask.flatten(0, 1)[real]
-    patches = mask.unfold(1, patch_size, patch_size).unfold(2, patch_size, patch_size)
-    return tiles, patches.sum(dim=(-1, -2)) > 0
 
 
 def core():
@@ -131,7 +102,7 @@ def reference_features(model, pixels: torch.Tensor, pixel_mask: torch.Tensor | N
     """float32 torch features on the same weights: what the backends' errors are measured against."""
     tiles, masks = real_tiles(pixels, pixel_mask, model.config.vision_config.patch_size)
     with torch.inference_mode():
-        return float32_tower(model)(tiles, masks).flatten(0, 1)
+        return float32_tower(model)(tiles.float(), masks).flatten(0, 1)
 
 
 def convert_float(model, out: Path, quiet: bool) -> None:
@@ -175,7 +146,7 @@ def calibration_tiles(model, processor, count: int = CALIBRATION_PICTURES) -> li
             (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
         pixels = processor.image_processor(images=[[picture]], return_tensors="pt")
         tiles, masks = real_tiles(pixels["pixel_values"], pixels.get("pixel_attention_mask"), patch)
-        items.extend([tile[None].numpy(), mask[None].numpy()] for tile, mask in zip(tiles, masks))
+        items.extend([tile[None].float().numpy(), mask[None].numpy()] for tile, mask in zip(tiles, masks))
     return items
 
 
@@ -235,7 +206,7 @@ class OpenVinoVision:
     def __call__(self, pixels: torch.Tensor, pixel_mask: torch.Tensor | None) -> torch.Tensor:
         tiles, masks = real_tiles(pixels, pixel_mask, self.patch)
         request = self.compiled.create_infer_request()
-        features = request.infer([tiles.numpy(), masks.numpy()])[0]  # [N, tokens per tile, hidden]
+        features = request.infer([tiles.float().contiguous().numpy(), masks.numpy()])[0]  # [N, tokens per tile, hidden]
         return torch.from_numpy(features.copy()).flatten(0, 1)
 
 
