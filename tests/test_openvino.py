@@ -220,7 +220,7 @@ def test_without_openvino_auto_uses_torch_with_one_line_and_asking_for_it_fails(
     auto, asked = [json.loads(line) for line in run.stdout.splitlines() if line.startswith('["default')]
     assert auto[1] == 0
     assert [line for line in auto[2].splitlines() if "OpenVINO" in line] == [
-        "Vision on torch: OpenVINO is not installed (pip install 'smolsight[openvino]' runs it about twice as fast on CPUs)"
+        "Vision on torch: OpenVINO is not installed (pip install 'smolsight[openvino]' runs it 1.4-2.2x as fast on CPUs)"
     ]
     assert asked[1] == 1 and asked[2] == "error: vision=openvino needs OpenVINO: pip install 'smolsight[openvino]'"
 

@@ -1,6 +1,6 @@
 """The vision encoder + connector as an OpenVINO model: converted once per weights, cached on
 disk, compiled for the CPU. Why: on CPU, SigLIP over an image's tiles is most of an answer's
-time, and OpenVINO's CPU plugin runs it about twice as fast as torch at the same error in bf16
+time, and OpenVINO's CPU plugin runs it 1.4-2.2x as fast as torch at the same error in bf16
 (docs/performance.md has the measurements).
 
 Conversion: `openvino.convert_model` traces `vision.VisionTower` (what `get_image_features` computes

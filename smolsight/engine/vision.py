@@ -115,7 +115,7 @@ def make(choice: str | None, model, processor, device: str, dtype: str, quiet: b
     if choice in (None, "torch") or (choice == "auto" and not device.startswith("cpu")):
         return TorchVision(model, device)
     if choice == "auto" and not installed():
-        log(f"Vision on torch: OpenVINO is not installed ({INSTALL} runs it about twice as fast on CPUs)", quiet)
+        log(f"Vision on torch: OpenVINO is not installed ({INSTALL} runs it 1.4-2.2x as fast on CPUs)", quiet)
         return TorchVision(model, device)
     from . import openvino_vision
 
