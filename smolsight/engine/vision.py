@@ -63,7 +63,7 @@ def real_tiles(pixels: torch.Tensor, pixel_mask: torch.Tensor | None, patch_size
 def tiles_per_group(vision_config, dtype: torch.dtype) -> int:
     """How many tiles a CPU encodes at once: as many as keep the widest activation (a tile's patches
     times the MLP's width) under `MMAP_THRESHOLD`. Above it, glibc maps each such tensor afresh, and
-    faulting its pages in cost a 13-tile call 0.6-1.7 s of system time, 18 % of the call, on the
+    faulting its pages in cost a 13-tile call 0.6-1.8 s of system time, up to a third of the call, on the
     2-core Xeon (docs/performance.md)."""
     patches = (vision_config.image_size // vision_config.patch_size) ** 2
     widest = max(vision_config.intermediate_size, vision_config.hidden_size)
