@@ -545,7 +545,7 @@ def vision_cost(engine: Engine, picture: Image.Image, image_size: int | None, re
     OpenVINO at the CPU's float precision and OpenVINO int8, interleaved, medians of `repeats`
     after a warm-up each; and each one's feature error against float32 torch on the same weights."""
     from .engine import openvino_vision
-    from .engine.vision import TorchVision
+    from .engine.torch_vision import TorchVision
 
     inputs = engine.process(engine.request(picture, "?", image_size=image_size))
     pixels, mask = inputs["pixel_values"], inputs.get("pixel_attention_mask")

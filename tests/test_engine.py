@@ -11,7 +11,7 @@ from transformers import SmolVLMVisionConfig
 from smolsight.engine import Chunk, Engine, Request, Result, choose_runtime, resolve_model
 from smolsight.errors import MediaError, ModelNotFoundError, SmolsightError
 from smolsight.engine.options import resolve_options
-from smolsight.engine.vision import MMAP_THRESHOLD, TorchVision, tiles_per_group
+from smolsight.engine.torch_vision import MMAP_THRESHOLD, TorchVision, tiles_per_group
 
 SEED_40 = {"preset": "seed", "max_new_tokens": 40}
 
@@ -161,7 +161,7 @@ def test_checkpoint_loads_with_plain_transformers(tiny_checkpoint):
 
 @pytest.mark.parametrize("group", [1, 2, None], ids=["one tile at a time", "two", "all at once"])
 def test_torch_vision_in_groups_gives_the_models_own_features(engine, group):
-    """On CPU the torch backend encodes tiles in groups (vision.tiles_per_group): whatever the group,
+    """On CPU the torch backend encodes tiles in groups (torch_vision.tiles_per_group): whatever the group,
     its features are transformers' `get_image_features`, with a padding image dropped and a half-masked
     tile attending to its image patches only."""
     side = engine.model.config.vision_config.image_size

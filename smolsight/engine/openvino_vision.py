@@ -3,7 +3,7 @@ disk, compiled for the CPU. Why: on CPU, SigLIP over an image's tiles is most of
 time, and OpenVINO's CPU plugin runs it 1.4-2.2x as fast as torch at the same error in bf16
 (docs/performance.md has the measurements).
 
-Conversion: `openvino.convert_model` traces `vision.VisionTower` (what `get_image_features` computes
+Conversion: `openvino.convert_model` traces `torch_vision.VisionTower` (what `get_image_features` computes
 once padding images are dropped: inputs the tiles [N, 3, S, S] and their patch mask
 [N, S/p, S/p], N dynamic); no optimum-intel, so no transformers version pin.
 
@@ -35,7 +35,7 @@ import torch
 
 from ..console import log
 from ..errors import SmolsightError
-from .vision import VisionTower, real_tiles
+from .torch_vision import VisionTower, real_tiles
 
 FORMAT = 1  # bump when the converted graph or the files change
 CACHE_ENV = "SMOLSIGHT_OPENVINO_CACHE"
@@ -194,7 +194,7 @@ def move_in(xml: Path, target: Path) -> None:
 
 
 class OpenVinoVision:
-    """The compiled tower, called like `vision.TorchVision`. Each call has its own infer request, so
+    """The compiled tower, called like `torch_vision.TorchVision`. Each call has its own infer request, so
     threads that prepare requests at the same time do not share one."""
 
     def __init__(self, compiled, precision: str, patch: int, path: Path) -> None:
