@@ -89,7 +89,8 @@ def cpu_defaults(probe: CpuProbe) -> CpuDefaults:
         if measured is None or measured >= BF16_MIN_SPEEDUP:
             speed = "" if measured is None else f", measured {measured:.1f}x float32"
             attention = "bfloat16" if (probe.bf16_attention_speedup or 0) > 1 else "float32"
-            return CpuDefaults("bfloat16", int8, f"{probe.kind}: native bf16{speed}; {int8_why}; decode attention in {attention}", attention)
+            why = f"{probe.kind}: native bf16{speed}; {int8_why}; decode attention in {attention}"
+            return CpuDefaults("bfloat16", int8, why, attention)
         return CpuDefaults("float32", int8, f"{probe.kind} flags, but bf16 measured {measured:.2f}x float32; {int8_why}")
     return CpuDefaults("float32", int8, f"{probe.kind}: no bf16 dot products (bf16 would be emulated); {int8_why}")
 

@@ -42,9 +42,9 @@ def real_tiles(pixels: torch.Tensor, pixel_mask: torch.Tensor | None, patch_size
 
 def tiles_per_group(vision_config, dtype: torch.dtype) -> int:
     """How many tiles a CPU encodes at once: as many as keep the widest activation (a tile's patches
-    times the MLP's width) under `MMAP_THRESHOLD`. Above it, glibc maps each such tensor afresh, and
-    faulting its pages in cost a 13-tile call 0.6-1.8 s of system time, up to a third of the call, on the
-    2-core Xeon (docs/performance.md)."""
+    times the MLP's width) under `MMAP_THRESHOLD`. Above it, glibc maps each such tensor afresh,
+    and faulting its pages in cost a 13-tile call 0.6-1.8 s of system time, up to a third of the
+    call, on the 2-core Xeon (docs/performance.md)."""
     patches = (vision_config.image_size // vision_config.patch_size) ** 2
     widest = max(vision_config.intermediate_size, vision_config.hidden_size)
     return max(1, MMAP_THRESHOLD // (patches * widest * dtype.itemsize))
@@ -68,4 +68,5 @@ class TorchVision:
         tiles, masks = real_tiles(pixels.to(self.device), mask, self.model.config.vision_config.patch_size)
         size = self.group or len(tiles)
         tiles = tiles.to(self.model.dtype)
-        return torch.cat([self.tower(group, group_masks).flatten(0, 1) for group, group_masks in zip(tiles.split(size), masks.split(size))])
+        groups = zip(tiles.split(size), masks.split(size))
+        return torch.cat([self.tower(group, group_masks).flatten(0, 1) for group, group_masks in groups])
