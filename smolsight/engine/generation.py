@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from .structured import Constraint
 
 
-
 @dataclass
 class Chunk:
     """A piece of streamed text for row `row` of a batch."""
@@ -268,11 +267,11 @@ class RowState:
         """Stop the row; return the rest of its answer, the raw text ending at character `end`
         (default: all that was generated, every token's logprobs included, text or none)."""
         self.reason = reason
-        if end is not None and self.trail is not None:
-            self.trail.cut(end)
         if end is None:
             self.text += self.rest(engine)
             end = len(self.text)
+        elif self.trail is not None:
+            self.trail.cut(end)
         return self.answer.close(self.text, end)
 
     def push(self, token: int, engine: Engine, pick: logprobs.Pick | None = None) -> str:

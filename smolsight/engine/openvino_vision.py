@@ -206,7 +206,7 @@ class OpenVinoVision:
     def __call__(self, pixels: torch.Tensor, pixel_mask: torch.Tensor | None) -> torch.Tensor:
         tiles, masks = real_tiles(pixels, pixel_mask, self.patch)
         request = self.compiled.create_infer_request()
-        features = request.infer([tiles.float().contiguous().numpy(), masks.numpy()])[0]  # [N, tokens per tile, hidden]
+        features = request.infer([tiles.float().numpy(), masks.numpy()])[0]  # [N, tokens per tile, hidden]
         return torch.from_numpy(features.copy()).flatten(0, 1)
 
 
