@@ -628,6 +628,7 @@ def machine(device: str) -> dict:
         "cpu_kind": probe.kind,
         "bf16_speedup": probe.bf16_speedup,
         "bf16_attention_speedup": probe.bf16_attention_speedup,
+        "bf16_prefill_attention_speedup": probe.bf16_prefill_attention_speedup,
         "cpu_defaults": cpu_defaults(probe).why,
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from .errors import SmolsightError
-from .engine.options import PREFILL_CHUNK, PRESETS, image_size_setting
+from .engine.options import ATTENTIONS, PREFILL_CHUNK, PRESETS, image_size_setting
 from .engine.media import DEFAULT_MAX_PIXELS
 from .engine.ocr import ENGINES as OCR_ENGINES
 from .tasks import LANGS, STYLES, TASKS, styled_prompt
@@ -45,8 +45,8 @@ def model_options(command):
         click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)."),
         click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
                      help="Default: bfloat16 on CUDA and on CPUs with AMX/AVX512-BF16 where bf16 measured faster (cached probe), else float32."),
-        click.option("--attn", type=click.Choice(["sdpa", "eager", "flash_attention_2"]), default=None,
-                     help="Default: flash_attention_2 on CUDA when installed, else sdpa."),
+        click.option("--attn", type=click.Choice(ATTENTIONS), default=None,
+                     help="Default: flash_attention_2 on CUDA when installed, else sdpa (sdpa_float32 for a bf16 model on a CPU whose bf16 attention measured slower)."),
         click.option("--adapter", default=None, help="LoRA adapter directory from `smolsight finetune`."),
         click.option("--fast", default=None, metavar="SPEC",
                      help="Fast paths: default, none, or a list: default,vision=openvino-int8 (the defaults, vision in int8); "

@@ -21,31 +21,32 @@ def cpuinfo(model: str, flags: str) -> str:
     return f"processor\t: 0\nmodel name\t: {model}\nflags\t\t: {flags}\n\nprocessor\t: 1\nmodel name\t: {model}\nflags\t\t: {flags}\n"
 
 
-@pytest.mark.parametrize("flags, speedups, kind, dtype, int8, attention", [
-    (XEON_AMX, (6.1, 2.1), "amx", "bfloat16", True, "bfloat16"),
-    (EPYC_ZEN5, (2.0, 0.16), "avx512_bf16", "bfloat16", True, "float32"),  # bf16 matmuls fast, one-row bf16 attention slow
-    (EPYC_ZEN5, (0.6, 0.5), "avx512_bf16", "float32", True, "float32"),  # the flags claim bf16, the measurement says no
-    (LAPTOP_AVX2, None, "avx2", "float32", True, "float32"),
-    (OLD, None, "basic", "float32", False, "float32"),
+@pytest.mark.parametrize("flags, speedups, kind, dtype, int8, decode, prefill", [
+    (XEON_AMX, (6.1, 2.1, 1.5), "amx", "bfloat16", True, "bfloat16", "bfloat16"),
+    (EPYC_ZEN5, (2.0, 0.16, 0.4), "avx512_bf16", "bfloat16", True, "float32", "float32"),  # bf16 matmuls fast, bf16 attention slow
+    (EPYC_ZEN5, (2.0, 0.16, 1.3), "avx512_bf16", "bfloat16", True, "float32", "bfloat16"),  # decode and prefill chosen apart
+    (EPYC_ZEN5, (0.6, 0.5, 0.5), "avx512_bf16", "float32", True, "float32", "float32"),  # the flags claim bf16, the measurement says no
+    (LAPTOP_AVX2, None, "avx2", "float32", True, "float32", "float32"),
+    (OLD, None, "basic", "float32", False, "float32", "float32"),
 ])  # fmt: skip
-def test_each_kind_of_cpu_gets_the_documented_defaults(tmp_path, flags, speedups, kind, dtype, int8, attention):
+def test_each_kind_of_cpu_gets_the_documented_defaults(tmp_path, flags, speedups, kind, dtype, int8, decode, prefill):
     probe = probe_cpu(cpuinfo("Some CPU", flags), tmp_path / "cpu.json", measure=lambda: speedups)
     chosen = cpu_defaults(probe)
-    assert (probe.kind, chosen.dtype, chosen.int8_decode, chosen.decode_attention) == (kind, dtype, int8, attention)
+    assert (probe.kind, chosen.dtype, chosen.int8_decode, chosen.decode_attention, chosen.prefill_attention) == (kind, dtype, int8, decode, prefill)
     assert chosen.why.startswith(kind)
 
 
 def test_the_probe_is_measured_once_then_read_from_the_cache(tmp_path):
     measured = []
 
-    def measure() -> tuple[float, float]:
+    def measure() -> tuple[float, float, float]:
         measured.append(1)
-        return 3.5, 1.5
+        return 3.5, 1.5, 1.2
 
     path = tmp_path / "smolsight" / "cpu.json"
     first = probe_cpu(cpuinfo("Xeon A", XEON_AMX), path, measure)
     again = probe_cpu(cpuinfo("Xeon A", XEON_AMX), path, measure)
-    assert first == again == CpuProbe("Xeon A", ("amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2"), 3.5, torch.__version__, 1.5)
+    assert first == again == CpuProbe("Xeon A", ("amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2"), 3.5, torch.__version__, 1.5, 1.2)
     assert len(measured) == 1 and len(json.loads(path.read_text())) == 1
     probe_cpu(cpuinfo("EPYC B", EPYC_ZEN5), path, measure)  # another CPU model (or flags, or torch): its own entry
     probe_cpu(cpuinfo("Laptop C", LAPTOP_AVX2), path, measure)  # no bf16 flags: nothing to measure
@@ -55,7 +56,7 @@ def test_the_probe_is_measured_once_then_read_from_the_cache(tmp_path):
 def test_a_corrupt_cache_is_probed_again_and_rewritten(tmp_path):
     path = tmp_path / "cpu.json"
     path.write_text("{not json")
-    probe = probe_cpu(cpuinfo("Xeon A", XEON_AMX), path, measure=lambda: (2.5, 0.5))
+    probe = probe_cpu(cpuinfo("Xeon A", XEON_AMX), path, measure=lambda: (2.5, 0.5, 0.5))
     assert probe.bf16_speedup == 2.5 and len(json.loads(path.read_text())) == 1
 
 
@@ -63,7 +64,7 @@ def test_this_machine_is_probed_with_a_real_measurement(tmp_path):
     probe = probe_cpu(cache=tmp_path / "cpu.json")
     assert probe.model and probe.torch == torch.__version__
     if probe.kind in ("amx", "avx512_bf16"):
-        assert probe.bf16_speedup > 0 and probe.bf16_attention_speedup > 0
+        assert probe.bf16_speedup > 0 and probe.bf16_attention_speedup > 0 and probe.bf16_prefill_attention_speedup > 0
     assert cpu_defaults(probe).dtype in ("bfloat16", "float32")
 
 
@@ -73,7 +74,10 @@ def test_engine_defaults_follow_the_probe(monkeypatch, tmp_path):
 
     monkeypatch.setattr(cpu, "this_cpu", lambda: probe_cpu(cpuinfo("Laptop", LAPTOP_AVX2), tmp_path / "cpu.json"))
     assert choose_runtime("cpu", None, None)[1] == "float32"
-    monkeypatch.setattr(cpu, "this_cpu", lambda: CpuProbe("Xeon", ("amx_bf16", "avx2"), 5.0, torch.__version__))
-    assert choose_runtime("cpu", None, None)[1] == "bfloat16" and default_fast_paths("cpu").int8
+    monkeypatch.setattr(cpu, "this_cpu", lambda: CpuProbe("Xeon", ("amx_bf16", "avx2"), 5.0, torch.__version__, 2.0, 1.5))
+    assert choose_runtime("cpu", None, None)[1:] == ("bfloat16", "sdpa") and default_fast_paths("cpu").int8
+    monkeypatch.setattr(cpu, "this_cpu", lambda: CpuProbe("EPYC", ("avx512_bf16", "avx2"), 3.0, torch.__version__, 0.2, 0.5))
+    assert choose_runtime("cpu", None, None)[1:] == ("bfloat16", "sdpa_float32")  # bf16 weights, float32 attention
+    assert choose_runtime("cpu", "float32", None)[2] == "sdpa" and choose_runtime("cpu", None, "eager")[2] == "eager"
     monkeypatch.setattr(cpu, "this_cpu", lambda: CpuProbe("Old", (), None, torch.__version__))
     assert not default_fast_paths("cpu").int8

@@ -137,7 +137,7 @@ def test_missing_model_directory_hint(tmp_path):
 
 def test_runtime_choice_is_automatic_and_overridable():
     device, dtype, attn = choose_runtime(None, None, None)
-    assert device == "cpu" and attn == "sdpa" and dtype in ("bfloat16", "float32")
+    assert device == "cpu" and attn in ("sdpa", "sdpa_float32") and dtype in ("bfloat16", "float32")
     assert choose_runtime("cpu", "float32", "eager") == ("cpu", "float32", "eager")
     with pytest.raises(SmolsightError, match="no CUDA"):
         choose_runtime("cuda", None, None)
@@ -185,3 +185,38 @@ def test_cpu_tile_groups_keep_the_widest_activation_under_glibcs_mmap_threshold(
     assert 5 * 1024 * 3072 * 2 <= MMAP_THRESHOLD < 6 * 1024 * 3072 * 2
     wide = SmolVLMVisionConfig(image_size=2048, patch_size=16, hidden_size=768, intermediate_size=3072)
     assert tiles_per_group(wide, torch.float32) == 1  # never fewer than one
+
+
+def test_float32_attention_of_a_bf16_model_covers_vision_and_decoder(tiny_checkpoint, monkeypatch):
+    """`sdpa_float32` (chosen for a bf16 model on a CPU whose bf16 attention measured slower: engine.cpu):
+    the vision tower and the decoder both attend through it, in float32, and the bf16 model's logits
+    stay about as close to the float32 model's as with plain bf16 SDPA."""
+    from transformers import AttentionInterface
+
+    from smolsight.engine.loading import register_float32_sdpa
+
+    def logits(dtype: str, attn: str) -> torch.Tensor:
+        engine = Engine.load(tiny_checkpoint, device="cpu", dtype=dtype, attn=attn, quiet=True, fast="none")
+        chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is here?"}]}]
+        inputs = engine.processor(text=[engine.processor.apply_chat_template(chat, add_generation_prompt=True)],
+                                  images=[[picture()]], return_tensors="pt")  # fmt: skip
+        inputs = {name: value.to(engine.model.dtype) if value.is_floating_point() else value for name, value in inputs.items()}
+        with torch.inference_mode():
+            return engine.model(**inputs).logits.float()
+
+    reference, bf16 = logits("float32", "sdpa"), logits("bfloat16", "sdpa")
+    register_float32_sdpa()
+    attend, callers = AttentionInterface._global_mapping["sdpa_float32"], []
+
+    def counted(module, query, *args, **kwargs):
+        callers.append((type(module).__name__, query.dtype))
+        output, weights = attend(module, query, *args, **kwargs)
+        assert output.dtype == query.dtype == torch.bfloat16
+        return output, weights
+
+    monkeypatch.setitem(AttentionInterface._global_mapping, "sdpa_float32", counted)
+    float32_attention = logits("bfloat16", "sdpa_float32")
+    kinds = {name for name, _ in callers}
+    assert any("Vision" in name for name in kinds) and any("Vision" not in name for name in kinds), kinds
+    assert 0 < (float32_attention - bf16).abs().max()  # it is not plain bf16 SDPA
+    assert (float32_attention - reference).abs().max() <= 1.25 * (bf16 - reference).abs().max()

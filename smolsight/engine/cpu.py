@@ -17,10 +17,13 @@ The rule (`cpu_defaults`; docs/performance.md has the measurements):
 | AVX2 without bf16 (emulated bf16 is slow) | float32 | on |
 | no AVX2 (torch's int8 kernels need it) | float32 | off |
 
-A bf16 engine's decode steps attend in bf16 or float32, whichever the probe measured faster: one
-query row over ~1k bf16 keys through torch's CPU flash kernel took 75 µs a layer in bf16 and 155
-µs as float32 over a float32 copy of the keys on the AMX Xeon, but 561 µs against 89 µs on the
-Zen 5 EPYC (`leandecode`; docs/performance.md).
+A bf16 engine attends in bf16 or float32, whichever the probe measured faster, once for decode
+steps and once for prefill: torch's CPU flash kernel in bf16 is fast where oneDNN runs it on AMX
+and can be far slower elsewhere. One query row over ~1k bf16 keys took 75 µs a layer in bf16 and
+155 µs as float32 over a float32 copy of the keys on the AMX Xeon, but 561 µs against 89 µs on the
+Zen 5 EPYC (`leandecode`; docs/performance.md). Prefill (many query rows, causal) is measured
+on its own shape, and its choice also holds for the vision tower's attention when torch runs it
+(`loading.FLOAT32_SDPA`).
 
 int8 decode is on wherever torch's x86 int8 kernels run, bf16 or not: a decode step is one row
 per answer, bound by reading the weights, and int8 reads half of bf16's bytes and a quarter of
@@ -45,8 +48,9 @@ FLAGS = ("amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_
 BF16_MIN_SPEEDUP = 1.2  # bf16 must beat float32 by this much on the probe's matmul to be the default
 MATMUL = (256, 576, 1536)  # rows x in x out: a 256-token slice of the 256M decoder's MLP
 ATTENTION = (9, 3, 1024, 64)  # query heads, key/value heads, keys, head size: a 256M decode step's attention
+PREFILL_ATTENTION = (9, 3, 256, 64)  # query heads, key/value heads, tokens (causal), head size: a slice of a 256M prefill
 ROUNDS = 12
-FORMAT = 2  # bump when what the probe measures changes: older cache entries are probed again
+FORMAT = 3  # bump when what the probe measures changes: older cache entries are probed again
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class CpuProbe:
     bf16_speedup: float | None  # float32 time / bf16 time on the probe's matmul; None: not measured
     torch: str
     bf16_attention_speedup: float | None = None  # the same for a decode step's attention (`measure_bf16`)
+    bf16_prefill_attention_speedup: float | None = None  # and for a prefill's causal attention
 
     @property
     def kind(self) -> str:
@@ -78,6 +83,7 @@ class CpuDefaults:
     int8_decode: bool
     why: str
     decode_attention: str = "float32"  # the dtype a bf16 engine's decode steps attend in
+    prefill_attention: str = "float32"  # the dtype a bf16 engine's prefill (and torch vision) attends in
 
 
 def cpu_defaults(probe: CpuProbe) -> CpuDefaults:
@@ -88,11 +94,16 @@ def cpu_defaults(probe: CpuProbe) -> CpuDefaults:
         measured = probe.bf16_speedup
         if measured is None or measured >= BF16_MIN_SPEEDUP:
             speed = "" if measured is None else f", measured {measured:.1f}x float32"
-            attention = "bfloat16" if (probe.bf16_attention_speedup or 0) > 1 else "float32"
-            why = f"{probe.kind}: native bf16{speed}; {int8_why}; decode attention in {attention}"
-            return CpuDefaults("bfloat16", int8, why, attention)
+            decode, prefill = (faster_dtype(x) for x in (probe.bf16_attention_speedup, probe.bf16_prefill_attention_speedup))
+            why = f"{probe.kind}: native bf16{speed}; {int8_why}; attention in {prefill} for prefill, {decode} for decode"
+            return CpuDefaults("bfloat16", int8, why, decode, prefill)
         return CpuDefaults("float32", int8, f"{probe.kind} flags, but bf16 measured {measured:.2f}x float32; {int8_why}")
     return CpuDefaults("float32", int8, f"{probe.kind}: no bf16 dot products (bf16 would be emulated); {int8_why}")
+
+
+def faster_dtype(bf16_speedup: float | None) -> str:
+    """bfloat16 where it measured faster than float32; float32 where it did not or was not measured."""
+    return "bfloat16" if (bf16_speedup or 0) > 1 else "float32"
 
 
 def read_cpuinfo() -> str:
@@ -116,10 +127,12 @@ def parse_cpuinfo(text: str) -> tuple[str, tuple[str, ...], str]:
     return model, tuple(f for f in FLAGS if f in present), flags
 
 
-def measure_bf16() -> tuple[float, float]:
-    """(matmul, attention) speed-ups of bf16 over float32: a prefill-sized matmul in each dtype, and a
-    decode step's attention in bf16 against float32 over a float32 copy of the bf16 keys and values
-    (what `leandecode` would do instead). About a tenth of a second."""
+def measure_bf16() -> tuple[float, float, float]:
+    """(matmul, decode attention, prefill attention) speed-ups of bf16 over float32: a prefill-sized
+    matmul in each dtype; a decode step's attention in bf16 against float32 over a float32 copy of
+    the bf16 keys and values (what `leandecode` would do instead); a causal prefill's attention in
+    bf16 against float32 over copies of its bf16 inputs (what `loading.FLOAT32_SDPA` does). About
+    a tenth of a second."""
     import torch.nn.functional as F
 
     generator = torch.Generator().manual_seed(0)
@@ -134,7 +147,13 @@ def measure_bf16() -> tuple[float, float]:
         lambda: F.scaled_dot_product_attention(query.bfloat16(), *cache, enable_gqa=True),
         lambda: F.scaled_dot_product_attention(query, *(part.float() for part in cache), enable_gqa=True),
     )
-    return matmul, attention
+    heads, kv_heads, tokens, size = PREFILL_ATTENTION
+    inputs = [torch.randn(1, count, tokens, size, generator=generator).bfloat16() for count in (heads, kv_heads, kv_heads)]
+    prefill = faster_of(
+        lambda: F.scaled_dot_product_attention(*inputs, is_causal=True, enable_gqa=True),
+        lambda: F.scaled_dot_product_attention(*(part.float() for part in inputs), is_causal=True, enable_gqa=True).bfloat16(),
+    )
+    return matmul, attention, prefill
 
 
 def faster_of(bf16, float32) -> float:
@@ -164,8 +183,8 @@ def probe_cpu(cpuinfo: str | None = None, cache: Path | None = None, measure=mea
     if key in entries:
         return CpuProbe(**{**entries[key], "flags": tuple(entries[key]["flags"])})
     native_bf16 = "amx_bf16" in flags or "avx512_bf16" in flags
-    matmul, attention = measure() if native_bf16 else (None, None)
-    probe = CpuProbe(model, flags, matmul, torch.__version__, attention)
+    matmul, attention, prefill = measure() if native_bf16 else (None, None, None)
+    probe = CpuProbe(model, flags, matmul, torch.__version__, attention, prefill)
     write_cache(cache, {**entries, key: {k: v for k, v in probe.to_dict().items() if k != "kind"}})
     return probe
 

@@ -3,6 +3,7 @@ for the machine; adapters merged in. The one place where weights are read from d
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import warnings
@@ -13,6 +14,7 @@ import torch
 from . import cpu
 from ..console import log
 from ..errors import ModelNotFoundError, SmolsightError
+from .options import ATTENTIONS, FLOAT32_SDPA
 
 ALIASES = {
     "256m": "HuggingFaceTB/SmolVLM2-256M-Video-Instruct",
@@ -51,6 +53,8 @@ def choose_runtime(device: str | None, dtype: str | None, attn: str | None) -> t
         raise SmolsightError(f"unknown dtype {dtype!r}; use bfloat16, float16 or float32")
     if attn is None:
         attn = "sdpa"
+        if device == "cpu" and dtype == "bfloat16" and cpu.defaults().prefill_attention == "float32":
+            attn = FLOAT32_SDPA  # this CPU's bf16 attention kernel measured slower than float32 (engine.cpu)
         if device.startswith("cuda"):
             try:
                 import flash_attn  # noqa: F401
@@ -58,9 +62,29 @@ def choose_runtime(device: str | None, dtype: str | None, attn: str | None) -> t
                 attn = "flash_attention_2"
             except ImportError:
                 pass
-    if attn not in ("sdpa", "eager", "flash_attention_2"):
-        raise SmolsightError(f"unknown attention {attn!r}; use sdpa, eager or flash_attention_2")
+    if attn not in ATTENTIONS:
+        raise SmolsightError(f"unknown attention {attn!r}; use {', '.join(ATTENTIONS)}")
     return device, dtype, attn
+
+
+@functools.cache  # once a process
+def register_float32_sdpa() -> None:
+    """Make `FLOAT32_SDPA` an attention transformers knows: its SDPA with queries, keys and values
+    upcast to float32 and the output cast back. Why: a bf16 model on a CPU where torch's bf16
+    attention kernel is slower than float32 over copies (the CPU probe measures both: engine.cpu)
+    keeps its bf16 weights and matrix products and attends in float32."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    def attend(module, query, key, value, attention_mask, **kwargs):
+        if attention_mask is not None and attention_mask.dtype != torch.bool:
+            attention_mask = attention_mask.float()  # an additive mask must match the queries' dtype
+        output, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
+        return output.to(query.dtype), weights
+
+    AttentionInterface.register(FLOAT32_SDPA, attend)
+    AttentionMaskInterface.register(FLOAT32_SDPA, sdpa_mask)
 
 
 def load_model(model: str, device: str, dtype: str, attn: str, *, adapter: str | None = None, quiet: bool = False,
@@ -82,6 +106,8 @@ def load_model(model: str, device: str, dtype: str, attn: str, *, adapter: str |
     if not Path(source).exists():
         ensure_hub_reachable(source)
     placement = {"quantization_config": quantization, "device_map": {"": device}} if quantization else {}
+    if attn == FLOAT32_SDPA:
+        register_float32_sdpa()
     try:
         processor = AutoProcessor.from_pretrained(source)
         network = AutoModelForImageTextToText.from_pretrained(source, dtype=getattr(torch, dtype), attn_implementation=attn, **placement)

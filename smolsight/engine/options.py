@@ -100,6 +100,8 @@ class GenerationOptions:
 
 MAX_TOP_LOGPROBS = 20  # alternatives per token, as OpenAI allows
 PREFILL_CHUNK = 512  # prompt tokens prefilled per step: a step with a prefill costs about this much more
+FLOAT32_SDPA = "sdpa_float32"  # SDPA in float32 for a bf16 model (loading.register_float32_sdpa)
+ATTENTIONS = ("sdpa", FLOAT32_SDPA, "eager", "flash_attention_2")  # what --attn accepts
 
 
 def bias_pairs(bias) -> tuple[tuple[int, float], ...]:
