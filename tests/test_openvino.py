@@ -176,6 +176,22 @@ def test_bench_times_each_vision_backend_with_its_error(tiny_checkpoint, tmp_pat
 
 
 @needs_openvino
+def test_bench_also_times_torch_in_one_call_where_torch_groups_tiles(torch_engine, monkeypatch):
+    """Where the torch backend splits the tiles into groups, `--vision-backends` also times them in one
+    call (what issue 17's vision target was set against) and gives every backend's ratio to both."""
+    pytest.importorskip("nncf")
+    from smolsight import bench, engine as engine_package
+
+    monkeypatch.setattr(engine_package.torch_vision, "tiles_per_group", lambda config, dtype: 4)
+    cost = bench.vision_cost(torch_engine, picture().resize((800, 600)), None, 1, quiet=True)
+    assert list(cost["backends"]) == ["torch", "torch one call", "openvino f32", "openvino int8"] and cost["tiles"] == 13
+    one_call, grouped = cost["backends"]["torch one call"], cost["backends"]["torch"]
+    assert one_call["max_diff"] < 1e-4 and grouped["max_diff"] < 1e-4  # the same float32 features, grouped or not
+    assert one_call["vs_torch"] == round(grouped["seconds"] / one_call["seconds"], 2)
+    assert all("vs_torch_one_call" in b for b in cost["backends"].values())
+
+
+@needs_openvino
 def test_auto_falls_back_to_torch_in_one_line_when_it_cannot_convert(tiny_checkpoint, tmp_path, monkeypatch, capfd):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
