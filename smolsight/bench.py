@@ -699,7 +699,7 @@ def format_report(report: dict) -> str:
                  f"{b['max_diff']:.4f}", f"{b['mean_diff']:.5f}"] for name, b in cost["backends"].items()]  # fmt: skip
         lines += ["", f"Vision encoder + connector alone, {cost['tiles']} tiles, medians of {inputs['repeats']} (error: against {cost['reference']}):",
                   format_table(["backend", "seconds", *(f"vs {base}" for base in bases), "max diff", "mean diff"], rows,
-                               right=tuple(range(1, len(bases) + 4))),]  # fmt: skip
+                               right=tuple(range(1, len(bases) + 4)))]  # fmt: skip
     if "ocr" in report:
         cost = report["ocr"]
         lines.append(f"OCR ({cost['engine']}): {cost['seconds_per_image']:.2f} s per image, median of {len(cost['runs'])}, {cost['lines']} lines read")
