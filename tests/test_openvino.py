@@ -180,9 +180,10 @@ def test_bench_also_times_torch_in_one_call_where_torch_groups_tiles(torch_engin
     """Where the torch backend splits the tiles into groups, `--vision-backends` also times them in one
     call (what issue 17's vision target was set against) and gives every backend's ratio to both."""
     pytest.importorskip("nncf")
-    from smolsight import bench, engine as engine_package
+    from smolsight import bench
+    from smolsight.engine import torch_vision
 
-    monkeypatch.setattr(engine_package.torch_vision, "tiles_per_group", lambda config, dtype: 4)
+    monkeypatch.setattr(torch_vision, "tiles_per_group", lambda config, dtype: 4)
     cost = bench.vision_cost(torch_engine, picture().resize((800, 600)), None, 1, quiet=True)
     assert list(cost["backends"]) == ["torch", "torch one call", "openvino f32", "openvino int8"] and cost["tiles"] == 13
     one_call, grouped = cost["backends"]["torch one call"], cost["backends"]["torch"]
