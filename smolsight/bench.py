@@ -577,6 +577,7 @@ def vision_cost(engine: Engine, picture: Image.Image, image_size: int | None, re
     return {
         "tiles": tiles,
         "reference": "float32 torch on the same weights",
+        "int8_calibrated_on": openvino_vision.calibrated_on(backends["openvino int8"].path),
         "backends": {name: {"seconds": medians[name], **ratios(name), **errors[name], "runs": times} for name, times in runs.items()},
     }
 
@@ -699,7 +700,8 @@ def format_report(report: dict) -> str:
                  f"{b['max_diff']:.4f}", f"{b['mean_diff']:.5f}"] for name, b in cost["backends"].items()]  # fmt: skip
         lines += ["", f"Vision encoder + connector alone, {cost['tiles']} tiles, medians of {inputs['repeats']} (error: against {cost['reference']}):",
                   format_table(["backend", "seconds", *(f"vs {base}" for base in bases), "max diff", "mean diff"], rows,
-                               right=tuple(range(1, len(bases) + 4)))]  # fmt: skip
+                               right=tuple(range(1, len(bases) + 4))),
+                  f"(int8 calibrated on {cost['int8_calibrated_on']})"]  # fmt: skip
     if "ocr" in report:
         cost = report["ocr"]
         lines.append(f"OCR ({cost['engine']}): {cost['seconds_per_image']:.2f} s per image, median of {len(cost['runs'])}, {cost['lines']} lines read")

@@ -218,20 +218,34 @@ def ask(args: tuple[str, ...], prompt: str | None, max_pixels: int, as_json: boo
               help="Weights as the engine will load them [default: as ask/serve choose on this CPU].")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "f32", "int8"]), default="auto", show_default=True,
               help="auto: bf16 where OpenVINO reports BF16 support on this CPU (and the weights are not float32), else f32.")
+@click.option("--calibration", default=None, metavar="DIR",
+              help="With --precision int8: calibrate on up to 16 of your own pictures in DIR (frames of your cameras) instead of "
+                   "synthetic ones, replacing the cached int8 for these weights, and print its feature error on 4 of them.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def convert(model: str, adapter: str | None, dtype: str | None, precision: str, quiet: bool) -> None:
+def convert(model: str, adapter: str | None, dtype: str | None, precision: str, calibration: str | None, quiet: bool) -> None:
     """Convert MODEL's vision encoder (and connector) to OpenVINO ahead of time and print the cached
     file: once per weights; engines then load it in seconds. MODEL: an alias, hub id or directory
     [default: 256m]. Engines on CPU use OpenVINO by default and convert on first use if this was not
     run (SMOLSIGHT_FAST=default,vision=torch keeps vision on torch)."""
     from .engine import openvino_vision, vision
     from .engine.loading import choose_runtime, load_model
+    from .engine.media import load_image
 
+    if calibration is not None and precision != "int8":
+        raise SmolsightError("--calibration calibrates int8: add --precision int8")
     vision.check("openvino-int8" if precision == "int8" else "openvino", "cpu")
+    pictures = [load_image(str(path)) for path in openvino_vision.calibration_pictures(calibration)] if calibration else None
     _, dtype, attn = choose_runtime("cpu", dtype, None)
     network, processor = load_model(model, "cpu", dtype, attn, adapter=adapter, quiet=quiet)
     chosen = openvino_vision.float_precision(dtype) if precision == "auto" else precision
-    backend = openvino_vision.load(network, processor, chosen, quiet)
+    mine = openvino_vision.Calibration(tuple(pictures), f"{len(pictures)} pictures from {calibration}") if pictures else None
+    backend = openvino_vision.load(network, processor, chosen, quiet, mine)
+    if mine:
+        float_backend = openvino_vision.load(network, processor, openvino_vision.float_precision(dtype), quiet=True)
+        sample = openvino_vision.evenly(pictures, openvino_vision.ERROR_PICTURES)
+        errors = openvino_vision.feature_errors([backend, float_backend], network, processor, sample, quiet)
+        click.echo(f"Feature error on {len(sample)} of the {mine.source} against float32 torch: "
+                   + "; ".join(f"{name} max {worst:.3f}, mean {mean:.4f}" for name, (worst, mean) in errors.items()), err=True)  # fmt: skip
     click.echo(backend.path)
 
 

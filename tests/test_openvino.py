@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,6 +165,61 @@ def test_convert_command_converts_once_and_prints_the_file(tiny_checkpoint, cach
 
 
 @needs_openvino
+def test_convert_calibrates_int8_on_your_own_pictures_and_reports_its_error(tiny_checkpoint, cache, tmp_path, capfd):
+    """`convert --precision int8 --calibration DIR`: int8 recalibrated on the folder's pictures (not the
+    synthetic ones), replacing the cached int8 for these weights, which engines then load; its feature
+    error against float32 torch on those pictures is printed beside the float backend's."""
+    pytest.importorskip("nncf")
+    synthetic = cli("convert", tiny_checkpoint, "--dtype", "float32", "--precision", "int8")
+    assert synthetic.returncode == 0, synthetic.stderr
+    int8 = Path(synthetic.stdout.strip())
+    assert json.loads(int8.with_suffix(".json").read_text()) == {"calibrated_on": "6 synthetic pictures"}
+    before = int8.with_suffix(".bin").read_bytes()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for seed in range(3):
+        picture(640, 480, seed=seed).save(folder / f"frame{seed}.jpg")
+    (folder / "notes.txt").write_text("not a picture: skipped")
+    mine = cli("convert", tiny_checkpoint, "--dtype", "float32", "--precision", "int8", "--calibration", str(folder))
+    assert mine.returncode == 0, mine.stderr
+    assert Path(mine.stdout.strip()) == int8 and int8.with_suffix(".bin").read_bytes() != before
+    assert json.loads(int8.with_suffix(".json").read_text()) == {"calibrated_on": f"3 pictures from {folder}"}
+    line = next(line for line in mine.stderr.splitlines() if line.startswith(f"Feature error on 3 of the 3 pictures from {folder}"))
+    errors = [float(number) for number in re.findall(r"max ([0-9.]+)", line)]
+    assert "openvino int8" in line and "openvino f32" in line and errors[1] < F32_MAX_DIFF < errors[0]
+    engine = Engine.load(tiny_checkpoint, device="cpu", dtype="float32", fast="vision=openvino-int8")
+    assert engine.vision.path == int8 and f"calibrated on 3 pictures from {folder}" in capfd.readouterr().err
+
+
+def test_a_big_calibration_folder_gives_sixteen_pictures_spread_over_it(tmp_path):
+    for index in range(40):
+        picture(32, 32).save(tmp_path / f"frame{index:02d}.png")
+    chosen = openvino_vision.calibration_pictures(tmp_path)
+    assert len(chosen) == openvino_vision.MAX_CALIBRATION_PICTURES == 16
+    assert [path.name for path in chosen[:3]] == ["frame00.png", "frame02.png", "frame05.png"] and chosen[-1].name == "frame37.png"
+    assert openvino_vision.evenly(chosen, 4) == [chosen[0], chosen[4], chosen[8], chosen[12]]
+
+
+@needs_openvino
+@pytest.mark.parametrize("args, problem", [
+    (["--precision", "bf16", "--calibration", "FRAMES"], "--calibration calibrates int8: add --precision int8"),
+    (["--precision", "int8", "--calibration", "MISSING"], "is not a directory"),
+    (["--precision", "int8", "--calibration", "EMPTY"], "has no pictures"),
+    (["--precision", "int8", "--calibration", "BROKEN"], "broken.jpg: not an image smolsight can read"),
+])  # fmt: skip
+def test_bad_calibration_is_named_before_any_model_loads(tiny_checkpoint, cache, tmp_path, args, problem):
+    folders = {"FRAMES": tmp_path / "frames", "MISSING": tmp_path / "missing", "EMPTY": tmp_path / "empty", "BROKEN": tmp_path / "broken"}
+    for name in ("FRAMES", "EMPTY", "BROKEN"):
+        folders[name].mkdir()
+    picture().save(folders["FRAMES"] / "a.png")
+    picture().save(folders["BROKEN"] / "a.png")
+    (folders["BROKEN"] / "broken.jpg").write_text("not a jpeg")
+    result = cli("convert", tiny_checkpoint, "--dtype", "float32", *(str(folders.get(arg, arg)) for arg in args))
+    assert result.returncode != 0 and problem in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Loading" not in result.stderr and not cache.exists()
+
+
+@needs_openvino
 def test_bench_times_each_vision_backend_with_its_error(tiny_checkpoint, tmp_path):
     pytest.importorskip("nncf")
     out = tmp_path / "bench.json"
@@ -173,6 +230,7 @@ def test_bench_times_each_vision_backend_with_its_error(tiny_checkpoint, tmp_pat
     assert cost["backends"]["openvino f32"]["max_diff"] < F32_MAX_DIFF < cost["backends"]["openvino int8"]["max_diff"]
     assert all(len(b["runs"]) == 1 and b["seconds"] > 0 for b in cost["backends"].values())
     assert "Vision encoder + connector alone, 13 tiles" in result.stdout and "openvino int8" in result.stdout
+    assert cost["int8_calibrated_on"].startswith("6 synthetic pictures") and "(int8 calibrated on 6 synthetic pictures" in result.stdout
 
 
 @needs_openvino

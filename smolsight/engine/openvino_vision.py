@@ -13,7 +13,8 @@ KEY hashes the vision and connector tensors as loaded (so a LoRA adapter that ch
 its own conversion and one that does not shares the base's), their dtype, the vision config, the
 OpenVINO and transformers versions and this module's FORMAT. bf16 and f32 inference compile the
 same f32 file with a different precision hint; int8 is its own file (nncf post-training
-quantisation on tiles of synthetic pictures).
+quantisation on tiles of synthetic pictures, or of up to 16 of the user's own with `smolsight
+convert --precision int8 --calibration DIR`, which replaces it; `int8.json` beside it says which).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,7 +42,17 @@ from .torch_vision import VisionTower, real_tiles
 FORMAT = 1  # bump when the converted graph or the files change
 CACHE_ENV = "SMOLSIGHT_OPENVINO_CACHE"
 PRECISIONS = ("bf16", "f32", "int8")
-CALIBRATION_PICTURES = 6
+CALIBRATION_PICTURES = 6  # synthetic ones, when no pictures of the user's are given
+MAX_CALIBRATION_PICTURES = 16  # of a user's folder: enough for activation ranges, ~13 tiles each
+ERROR_PICTURES = 4  # of those, the feature error is measured on (float32 torch on 13 tiles takes seconds)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What int8 is calibrated on: PIL pictures, and where they came from (for the logs and `int8.json`)."""
+
+    pictures: tuple
+    source: str
 
 
 def core():
@@ -98,11 +110,32 @@ def float32_tower(model) -> VisionTower:
     return VisionTower(copy.deepcopy(model.model.vision_model).float(), copy.deepcopy(model.model.connector).float()).eval()
 
 
-def reference_features(model, pixels: torch.Tensor, pixel_mask: torch.Tensor | None) -> torch.Tensor:
-    """float32 torch features on the same weights: what the backends' errors are measured against."""
+def reference_features(model, pixels: torch.Tensor, pixel_mask: torch.Tensor | None, tower: VisionTower | None = None) -> torch.Tensor:
+    """float32 torch features on the same weights: what the backends' errors are measured against
+    (`tower`: a `float32_tower` of the model made before, for several calls)."""
     tiles, masks = real_tiles(pixels, pixel_mask, model.config.vision_config.patch_size)
     with torch.inference_mode():
-        return float32_tower(model)(tiles.float(), masks).flatten(0, 1)
+        return (tower or float32_tower(model))(tiles.float(), masks).flatten(0, 1)
+
+
+def feature_errors(backends: list, model, processor, pictures: list, quiet: bool = False) -> dict[str, tuple[float, float]]:
+    """Each backend's (max, mean) absolute difference from float32 torch's features on the same
+    weights, over every tile of `pictures` (the float32 reference, the slow part, once a picture)."""
+    tower, gaps = float32_tower(model), {backend.name: [] for backend in backends}
+    for number, picture in enumerate(pictures, 1):
+        log(f"  feature error: picture {number}/{len(pictures)}…", quiet)
+        inputs = processor.image_processor(images=[[picture]], return_tensors="pt")
+        pixels, mask = inputs["pixel_values"], inputs.get("pixel_attention_mask")
+        reference = reference_features(model, pixels, mask, tower)
+        for backend in backends:
+            gaps[backend.name].append((backend(pixels, mask).float() - reference).abs().flatten())
+    return {name: (torch.cat(parts).max().item(), torch.cat(parts).mean().item()) for name, parts in gaps.items()}
+
+
+def evenly(items: list, count: int) -> list:
+    """At most `count` of `items`, evenly spaced, in order."""
+    count = min(len(items), count)
+    return [items[index * len(items) // count] for index in range(count)]
 
 
 def convert_float(model, out: Path, quiet: bool) -> None:
@@ -123,16 +156,13 @@ def convert_float(model, out: Path, quiet: bool) -> None:
     openvino.save_model(converted, str(out), compress_to_fp16=False)
 
 
-def calibration_tiles(model, processor, count: int = CALIBRATION_PICTURES) -> list[list]:
-    """Tiles of deterministic synthetic pictures (gradients, noise, shapes) through the model's own
-    image processor, one [tile, patch mask] pair each: what int8 quantisation measures activation
-    ranges on."""
+def synthetic_pictures(count: int = CALIBRATION_PICTURES) -> list:
+    """Deterministic synthetic pictures (gradients, noise, shapes): int8's default calibration."""
     import numpy as np
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(0)
-    patch = model.config.vision_config.patch_size
-    items = []
+    pictures = []
     for index in range(count):
         width, height = (800, 600) if index % 2 == 0 else (480, 640)
         ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
@@ -144,35 +174,62 @@ def calibration_tiles(model, processor, count: int = CALIBRATION_PICTURES) -> li
             box = [x, y, x + int(rng.integers(20, 300)), y + int(rng.integers(20, 200))]
             colour = tuple(int(c) for c in rng.integers(0, 256, 3))
             (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
-        pixels = processor.image_processor(images=[[picture]], return_tensors="pt")
-        tiles, masks = real_tiles(pixels["pixel_values"], pixels.get("pixel_attention_mask"), patch)
+        pictures.append(picture)
+    return pictures
+
+
+def calibration_pictures(folder: str | Path) -> list[Path]:
+    """Up to `MAX_CALIBRATION_PICTURES` pictures of `folder`, evenly spaced in name order: a user's
+    own scenes to calibrate int8 on. Checked before any model loads."""
+    from .media import IMAGE_SUFFIXES
+
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise SmolsightError(f"calibration folder {folder} is not a directory")
+    found = sorted(item for item in path.iterdir() if item.suffix.lower() in IMAGE_SUFFIXES and item.is_file())
+    if not found:
+        raise SmolsightError(f"calibration folder {folder} has no pictures ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return evenly(found, MAX_CALIBRATION_PICTURES)
+
+
+def calibration_tiles(model, processor, pictures: list) -> list[list]:
+    """The tiles of `pictures` (PIL images) through the model's own image processor, one
+    [tile, patch mask] pair each: what int8 quantisation measures activation ranges on."""
+    patch, items = model.config.vision_config.patch_size, []
+    for picture in pictures:
+        inputs = processor.image_processor(images=[[picture]], return_tensors="pt")
+        tiles, masks = real_tiles(inputs["pixel_values"], inputs.get("pixel_attention_mask"), patch)
         items.extend([tile[None].float().numpy(), mask[None].numpy()] for tile, mask in zip(tiles, masks))
     return items
 
 
-def quantize_int8(model, processor, float_file: Path, out: Path, quiet: bool) -> None:
-    """nncf's post-training quantisation (transformer preset: softmax and layer norms stay float)."""
+def quantize_int8(model, processor, float_file: Path, out: Path, quiet: bool, pictures: list) -> None:
+    """nncf's post-training quantisation (transformer preset: softmax and layer norms stay float),
+    calibrated on the tiles of `pictures`."""
     import openvino
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf imports it; its CUDA note is noise here
     import nncf
 
-    items = calibration_tiles(model, processor)
-    log(f"  quantising to int8, calibrated on {len(items)} tiles of synthetic pictures…", quiet)
+    items = calibration_tiles(model, processor, pictures)
+    log(f"  quantising to int8, calibrated on {len(items)} tiles of {len(pictures)} pictures…", quiet)
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull if quiet else sys.stderr):  # nncf's progress bars
         quantized = nncf.quantize(core().read_model(str(float_file)), nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
                                   subset_size=len(items))  # fmt: skip
     openvino.save_model(quantized, str(out), compress_to_fp16=False)
 
 
-def convert(model, processor, precision: str, quiet: bool = False) -> Path:
-    """The cached conversion for `precision`, made first if missing (with progress lines). Files are
-    written to a temporary folder and moved in, so a crash or a second process converting the same
-    weights never leaves half a model where a reader would take it."""
+def convert(model, processor, precision: str, quiet: bool = False, calibration: Calibration | None = None) -> Path:
+    """The cached conversion for `precision`, made first if missing (with progress lines); int8 is
+    calibrated on synthetic pictures unless `calibration` brings the user's, which replaces the
+    cached int8 for these weights. Files are written to a temporary folder and moved in, so a
+    crash or a second process converting the same weights never leaves half a model where a
+    reader would take it."""
     target = model_file(model, precision)
-    if target.exists():
+    if target.exists() and calibration is None:
         return target
-    log(f"Converting the vision encoder to OpenVINO ({precision}); once for these weights, cached in {target.parent}…", quiet)
+    what = f"calibrated on {calibration.source}, replacing the cached int8" if calibration else "once for these weights"
+    log(f"Converting the vision encoder to OpenVINO ({precision}); {what}, cached in {target.parent}…", quiet)
     start = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".converting-") as work:
@@ -181,10 +238,26 @@ def convert(model, processor, precision: str, quiet: bool = False) -> Path:
             convert_float(model, Path(work) / "f32.xml", quiet)
             move_in(Path(work) / "f32.xml", float_file)
         if precision == "int8":
-            quantize_int8(model, processor, float_file, Path(work) / "int8.xml", quiet)
+            calibration = calibration or Calibration(tuple(synthetic_pictures()), f"{CALIBRATION_PICTURES} synthetic pictures")
+            quantize_int8(model, processor, float_file, Path(work) / "int8.xml", quiet, list(calibration.pictures))
             move_in(Path(work) / "int8.xml", target)
+            calibration_note(target).write_text(json.dumps({"calibrated_on": calibration.source}) + "\n")
     log(f"Converted in {time.perf_counter() - start:.0f} s", quiet)
     return target
+
+
+def calibration_note(int8_file: Path) -> Path:
+    """`int8.json` beside `int8.xml`: what it was calibrated on."""
+    return int8_file.with_suffix(".json")
+
+
+def calibrated_on(int8_file: Path) -> str:
+    """What `int8_file` was calibrated on; an int8 converted before the notes were written was
+    calibrated on the synthetic pictures (the only ones then)."""
+    try:
+        return json.loads(calibration_note(int8_file).read_text())["calibrated_on"]
+    except (OSError, ValueError, KeyError):
+        return f"{CALIBRATION_PICTURES} synthetic pictures (converted before int8.json)"
 
 
 def move_in(xml: Path, target: Path) -> None:
@@ -210,14 +283,15 @@ class OpenVinoVision:
         return torch.from_numpy(features.copy()).flatten(0, 1)
 
 
-def load(model, processor, precision: str, quiet: bool = False) -> OpenVinoVision:
+def load(model, processor, precision: str, quiet: bool = False, calibration: Calibration | None = None) -> OpenVinoVision:
     """Convert (once) and compile for the CPU: `precision` bf16 or f32 picks the inference precision;
-    int8 runs its non-quantised parts in bf16 where the CPU supports it."""
-    path = convert(model, processor, precision, quiet)
+    int8 runs its non-quantised parts in bf16 where the CPU supports it (`convert` for `calibration`)."""
+    path = convert(model, processor, precision, quiet, calibration)
     start = time.perf_counter()
     hint = precision if precision != "int8" else ("bf16" if cpu_supports_bf16() else "f32")
     config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
               "CACHE_DIR": str(path.parent / "compiled")}  # OpenVINO's own cache of compiled blobs: later loads skip compiling  # fmt: skip
     compiled = core().compile_model(str(path), "CPU", config)
-    log(f"Vision on OpenVINO ({precision}), compiled in {time.perf_counter() - start:.1f} s from {path}", quiet)
+    calibrated = f", calibrated on {calibrated_on(path)}" if precision == "int8" else ""
+    log(f"Vision on OpenVINO ({precision}{calibrated}), compiled in {time.perf_counter() - start:.1f} s from {path}", quiet)
     return OpenVinoVision(compiled, precision, model.config.vision_config.patch_size, path)
