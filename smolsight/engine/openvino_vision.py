@@ -226,6 +226,7 @@ def convert(model, processor, precision: str, quiet: bool = False, calibration: 
     crash or a second process converting the same weights never leaves half a model where a
     reader would take it."""
     target = model_file(model, precision)
+    calibration = calibration if precision == "int8" else None  # only int8 is calibrated
     if target.exists() and calibration is None:
         return target
     what = f"calibrated on {calibration.source}, replacing the cached int8" if calibration else "once for these weights"
