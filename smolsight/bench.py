@@ -547,12 +547,11 @@ def vision_cost(engine: Engine, picture: Image.Image, image_size: int | None, re
     On CPU also torch over all tiles in one call, the path issue 17's vision target was set
     against (torch now encodes tiles in groups: `torch_vision.tiles_per_group`)."""
     from .engine import openvino_vision
-    from .engine.torch_vision import TorchVision
+    from .engine.torch_vision import TorchVision, real_tiles
 
     inputs = engine.process(engine.request(picture, "?", image_size=image_size))
     pixels, mask = inputs["pixel_values"], inputs.get("pixel_attention_mask")
-    reference = openvino_vision.reference_features(engine.model, pixels, mask)
-    tiles = int(reference.shape[0] // engine.processor.image_seq_len)
+    tiles = len(real_tiles(pixels, mask, engine.model.config.vision_config.patch_size)[0])
     backends = {"torch": TorchVision(engine.model, engine.device)}
     if (backends["torch"].group or tiles) < tiles:
         backends["torch one call"] = TorchVision(engine.model, engine.device)
@@ -560,11 +559,8 @@ def vision_cost(engine: Engine, picture: Image.Image, image_size: int | None, re
     for precision in (openvino_vision.float_precision(engine.dtype), "int8"):
         backends[f"openvino {precision}"] = openvino_vision.load(engine.model, engine.processor, precision, quiet)
     runs: dict[str, list[float]] = {name: [] for name in backends}
-    errors = {}
+    errors = openvino_vision.feature_errors(backends, engine.model, [(pixels, mask)], quiet=True)  # each backend's warm-up too
     with torch.inference_mode():
-        for name, backend in backends.items():
-            difference = (backend(pixels, mask).float() - reference).abs()
-            errors[name] = {"max_diff": round(difference.max().item(), 4), "mean_diff": round(difference.mean().item(), 5)}
         for repeat in range(repeats):
             for name in list(backends) if repeat % 2 == 0 else list(reversed(backends)):
                 start = time.perf_counter()
@@ -578,7 +574,8 @@ def vision_cost(engine: Engine, picture: Image.Image, image_size: int | None, re
         "tiles": tiles,
         "reference": "float32 torch on the same weights",
         "int8_calibrated_on": openvino_vision.calibrated_on(backends["openvino int8"].path),
-        "backends": {name: {"seconds": medians[name], **ratios(name), **errors[name], "runs": times} for name, times in runs.items()},
+        "backends": {name: {"seconds": medians[name], **ratios(name), "max_diff": round(errors[name][0], 4), "mean_diff": round(errors[name][1], 5),
+                            "runs": times} for name, times in runs.items()},  # fmt: skip
     }
 
 

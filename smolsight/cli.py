@@ -242,8 +242,8 @@ def convert(model: str, adapter: str | None, dtype: str | None, precision: str, 
     backend = openvino_vision.load(network, processor, chosen, quiet, mine)
     if mine:
         float_backend = openvino_vision.load(network, processor, openvino_vision.float_precision(dtype), quiet=True)
-        sample = openvino_vision.evenly(pictures, openvino_vision.ERROR_PICTURES)
-        errors = openvino_vision.feature_errors([backend, float_backend], network, processor, sample, quiet)
+        sample = [openvino_vision.processed(processor, picture) for picture in openvino_vision.evenly(pictures, openvino_vision.ERROR_PICTURES)]
+        errors = openvino_vision.feature_errors({item.name: item for item in (backend, float_backend)}, network, sample, quiet)
         click.echo(f"Feature error on {len(sample)} of the {mine.source} against float32 torch: "
                    + "; ".join(f"{name} max {worst:.3f}, mean {mean:.4f}" for name, (worst, mean) in errors.items()), err=True)  # fmt: skip
     click.echo(backend.path)

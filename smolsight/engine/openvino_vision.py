@@ -118,18 +118,24 @@ def reference_features(model, pixels: torch.Tensor, pixel_mask: torch.Tensor | N
         return (tower or float32_tower(model))(tiles.float(), masks).flatten(0, 1)
 
 
-def feature_errors(backends: list, model, processor, pictures: list, quiet: bool = False) -> dict[str, tuple[float, float]]:
-    """Each backend's (max, mean) absolute difference from float32 torch's features on the same
-    weights, over every tile of `pictures` (the float32 reference, the slow part, once a picture)."""
-    tower, gaps = float32_tower(model), {backend.name: [] for backend in backends}
-    for number, picture in enumerate(pictures, 1):
-        log(f"  feature error: picture {number}/{len(pictures)}…", quiet)
-        inputs = processor.image_processor(images=[[picture]], return_tensors="pt")
-        pixels, mask = inputs["pixel_values"], inputs.get("pixel_attention_mask")
-        reference = reference_features(model, pixels, mask, tower)
-        for backend in backends:
-            gaps[backend.name].append((backend(pixels, mask).float() - reference).abs().flatten())
+def feature_errors(backends: dict, model, inputs: list, quiet: bool = False) -> dict[str, tuple[float, float]]:
+    """Each named backend's (max, mean) absolute difference from float32 torch's features on the
+    same weights, over every tile of `inputs` ((pixel values, pixel mask) pairs, as `processed`
+    gives): the float32 reference, the slow part, is computed once per input."""
+    tower, gaps = float32_tower(model), {name: [] for name in backends}
+    with torch.inference_mode():
+        for number, (pixels, mask) in enumerate(inputs, 1):
+            log(f"  feature error: picture {number}/{len(inputs)}…", quiet)
+            reference = reference_features(model, pixels, mask, tower)
+            for name, backend in backends.items():
+                gaps[name].append((backend(pixels, mask).float() - reference).abs().flatten())
     return {name: (torch.cat(parts).max().item(), torch.cat(parts).mean().item()) for name, parts in gaps.items()}
+
+
+def processed(processor, picture) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A picture cut into tiles by the model's own image processor: (pixel values, pixel mask)."""
+    inputs = processor.image_processor(images=[[picture]], return_tensors="pt")
+    return inputs["pixel_values"], inputs.get("pixel_attention_mask")
 
 
 def evenly(items: list, count: int) -> list:
@@ -192,18 +198,17 @@ def calibration_pictures(folder: str | Path) -> list[Path]:
     return evenly(found, MAX_CALIBRATION_PICTURES)
 
 
-def calibration_tiles(model, processor, pictures: list) -> list[list]:
+def calibration_tiles(model, processor, pictures) -> list[list]:
     """The tiles of `pictures` (PIL images) through the model's own image processor, one
     [tile, patch mask] pair each: what int8 quantisation measures activation ranges on."""
     patch, items = model.config.vision_config.patch_size, []
     for picture in pictures:
-        inputs = processor.image_processor(images=[[picture]], return_tensors="pt")
-        tiles, masks = real_tiles(inputs["pixel_values"], inputs.get("pixel_attention_mask"), patch)
+        tiles, masks = real_tiles(*processed(processor, picture), patch)
         items.extend([tile[None].float().numpy(), mask[None].numpy()] for tile, mask in zip(tiles, masks))
     return items
 
 
-def quantize_int8(model, processor, float_file: Path, out: Path, quiet: bool, pictures: list) -> None:
+def quantize_int8(model, processor, float_file: Path, out: Path, quiet: bool, pictures) -> None:
     """nncf's post-training quantisation (transformer preset: softmax and layer norms stay float),
     calibrated on the tiles of `pictures`."""
     import openvino
@@ -240,7 +245,7 @@ def convert(model, processor, precision: str, quiet: bool = False, calibration: 
             move_in(Path(work) / "f32.xml", float_file)
         if precision == "int8":
             calibration = calibration or Calibration(tuple(synthetic_pictures()), f"{CALIBRATION_PICTURES} synthetic pictures")
-            quantize_int8(model, processor, float_file, Path(work) / "int8.xml", quiet, list(calibration.pictures))
+            quantize_int8(model, processor, float_file, Path(work) / "int8.xml", quiet, calibration.pictures)
             move_in(Path(work) / "int8.xml", target)
             calibration_note(target).write_text(json.dumps({"calibrated_on": calibration.source}) + "\n")
     log(f"Converted in {time.perf_counter() - start:.0f} s", quiet)
