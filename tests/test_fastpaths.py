@@ -20,6 +20,7 @@ from smolsight.bench import relative
 from smolsight.cli import main
 from smolsight.engine import Engine, Request
 from smolsight.errors import SmolsightError
+from smolsight.engine.int8 import int8_product, packed_int8
 from smolsight.engine.fastpaths import FastPaths, Int8DecodeLinear, default_fast_paths, growing_layer_class, parse_fast_paths
 from smolsight.engine.leandecode import LeanDecodeStep
 from smolsight.engine.options import resolve_options
@@ -112,7 +113,34 @@ def test_int8_keeps_prefill_exact_and_scales_each_row_on_its_own(tiny_checkpoint
         assert torch.allclose(decoded, exact, atol=0.05 * exact.abs().amax(-1, keepdim=True).max().item())
         # A row's result does not depend on the other rows (one activation scale would couple them).
         assert all(torch.equal(decoded[i], layer(step[i : i + 1])[0]) for i in range(3))
-        assert not torch.equal(layer.int8(step.float())[0], decoded[0])
+        assert not torch.equal(int8_product(step.float()[:, 0], layer.packed)[0], decoded[0][0])
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_int8_copy_is_torchs_dynamic_quantisation_exactly(bias):
+    """`packed_int8` builds what torch's own dynamic int8 module makes of a Linear layer, without
+    the module (whose constructor packs a full-size placeholder first): the same int8 values,
+    scales and products, bit for bit."""
+    import warnings
+
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    torch.manual_seed(3)
+    linear = torch.nn.Linear(96, 40, bias=bias)
+    with torch.no_grad():
+        linear.weight[5] *= 40  # one loud output channel: per-channel scales must differ
+    linear.qconfig = per_channel_dynamic_qconfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = DynamicInt8Linear.from_float(linear)
+    expected_weight, expected_bias = torch.ops.quantized.linear_unpack(reference._packed_params._packed_params)
+    weight, got_bias = torch.ops.quantized.linear_unpack(packed_int8(linear.weight, linear.bias))
+    assert torch.equal(weight.int_repr(), expected_weight.int_repr())
+    assert torch.equal(weight.q_per_channel_scales(), expected_weight.q_per_channel_scales())
+    assert (got_bias is None) == (not bias) and (not bias or torch.equal(got_bias, expected_bias))
+    x = torch.randn(1, 96) * 3
+    assert torch.equal(int8_product(x, packed_int8(linear.weight, linear.bias)), reference(x))
 
 
 def test_repeated_image_skips_the_vision_encoder_and_gives_the_same_answer(plain):

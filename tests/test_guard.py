@@ -196,6 +196,17 @@ def test_layout_loops_still_stop_and_content_loops_stop_sooner(engine):
     assert count == LAYOUT_SPAN_FACTOR * DEFAULTS.guard_min_tokens
 
 
+def test_layout_tokens_agree_with_transformers_decoding_over_the_whole_vocabulary(engine):
+    """The Rust tokenizer's one-call decode classifies every token as transformers' `batch_decode`
+    would, ids past the tokenizer's end (the model's padded vocabulary) included."""
+    tokenizer, vocab = engine.tokenizer, len(engine.tokenizer) + 7
+    texts = tokenizer.batch_decode([[i] for i in range(vocab)])
+    expected = np.array([bool(text) and set(text) <= LAYOUT_CHARS for text in texts])
+    layout = layout_tokens(tokenizer, vocab)
+    assert 5 < layout.sum() < vocab // 2 and not layout[-7:].any()
+    assert np.array_equal(layout, expected)
+
+
 # --- through the engine ------------------------------------------------------------------------
 
 

@@ -138,8 +138,12 @@ def clean_cut(tokens: list[int], hit: LoopHit, decode) -> int:
 
 
 def layout_tokens(tokenizer, vocab: int) -> np.ndarray:
-    """[vocab] True for tokens that decode to layout characters only (spaces, `|`, `-`, `#` …)."""
-    texts = tokenizer.batch_decode([[i] for i in range(vocab)])
+    """[vocab] True for tokens that decode to layout characters only (spaces, `|`, `-`, `#` …).
+
+    Decoded by the Rust tokenizer in one call: the texts `batch_decode` gives, in a tenth of the time
+    (0.03 s against 0.35 s for 49k tokens, on every engine load). Its one difference, cleaning up
+    spaces before punctuation where a tokenizer asks for it, never changes whether a text is layout."""
+    texts = tokenizer.backend_tokenizer.decode_batch([[i] for i in range(vocab)], skip_special_tokens=False)
     return np.array([bool(text) and set(text) <= LAYOUT_CHARS for text in texts])
 
 

@@ -39,7 +39,7 @@ from torch import nn
 
 from . import cpu
 from ..errors import SmolsightError
-from .int8 import quantize_linear
+from .int8 import int8_product, packed_int8
 
 CACHE_BLOCK = 256
 BUSY_CORES = 0.5  # other processes' use, in cores, above which decode steps run on one thread
@@ -122,18 +122,19 @@ class Int8DecodeLinear(nn.Module):
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.full = linear
-        self.int8 = quantize_linear(linear)
+        self.packed = packed_int8(linear.weight, linear.bias)
+        self.packed_numel = linear.weight.numel()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 3 or x.shape[-2] != 1:
             return self.full(x)
         rows = x.float()
-        out = self.int8(rows) if len(rows) == 1 else torch.cat([self.int8(row) for row in rows.split(1)])
+        out = int8_product(rows, self.packed) if len(rows) == 1 else torch.cat([int8_product(row, self.packed) for row in rows.split(1)])
         return out.to(x.dtype)
 
     def int8_bytes(self) -> int:
         """Memory of the int8 copy (held outside the module's parameters)."""
-        return self.int8.weight().numel()
+        return self.packed_numel
 
 
 def add_int8_decode(model: nn.Module) -> int:

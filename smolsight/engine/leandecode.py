@@ -37,7 +37,7 @@ from torch import nn
 
 from . import cpu
 from ..errors import SmolsightError
-from .int8 import quantize_linear
+from .int8 import int8_product, packed_int8
 
 
 BATCHED_FROM = 2  # rows from which one integer matrix product beats a dynamic int8 call per row
@@ -85,10 +85,7 @@ class Int8Linear:
     logits in a batch differ slightly from its logits alone; no row's values affect another's."""
 
     def __init__(self, weight: torch.Tensor) -> None:
-        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
-        linear.weight = nn.Parameter(weight, requires_grad=False)
-        self.packed = quantize_linear(linear)._packed_params._packed_params
-        self.product = torch.ops.quantized.linear_dynamic  # what the quantised module's forward calls
+        self.packed = packed_int8(weight)
         self.batched: tuple[torch.Tensor, torch.Tensor] | None = None  # (int8 weight [K, N], scales [N]), made on first use
         self.bytes = weight.numel()
 
@@ -97,9 +94,9 @@ class Int8Linear:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if len(x) == 1:
-            return self.product(x, self.packed, reduce_range=True)
+            return int8_product(x, self.packed)
         if len(x) < BATCHED_FROM:
-            return torch.cat([self.product(row, self.packed, reduce_range=True) for row in x.split(1)])
+            return torch.cat([int8_product(row, self.packed) for row in x.split(1)])
         if self.batched is None:
             quantised = torch.ops.quantized.linear_unpack(self.packed)[0]  # per-channel symmetric: zero points are 0
             self.batched = quantised.int_repr().t().contiguous(), quantised.q_per_channel_scales().float()
