@@ -10,11 +10,15 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from helpers import picture
 
+from PIL import Image
+
+from smolsight.engine import engine as engine_module
 from smolsight.engine import fastpaths
 from smolsight.bench import relative
 from smolsight.cli import main
@@ -157,6 +161,66 @@ def test_repeated_image_skips_the_vision_encoder_and_gives_the_same_answer(plain
         assert len(calls) == 2 and fresh.raw_text == first.raw_text
     finally:
         hook.remove()
+
+
+def noise(width: int, height: int, seed: int) -> Image.Image:
+    """A picture none of whose tiles repeats another."""
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+class CountingVision:
+    """The engine's vision backend, noting how many tiles each call encodes."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.tiles = backend, []
+
+    def __call__(self, pixels, pixel_mask):
+        self.tiles.append(pixels.shape[0] * pixels.shape[1])
+        return self.backend(pixels, pixel_mask)
+
+
+def test_tiles_seen_before_are_not_encoded_again_and_give_the_same_features(plain, monkeypatch):
+    """A reference picture beside a new one: only the new picture's tiles reach the encoder, and the
+    features (so the answer) are those of encoding everything afresh."""
+    counting = CountingVision(plain.vision)
+    monkeypatch.setattr(plain, "vision", counting)
+    reference, frame = noise(300, 200, seed=5), noise(260, 180, seed=6)
+    plain.vision_cache.clear()
+    tiles_of_reference = len(plain.process(plain.request(reference, "?"))["pixel_values"][0])
+    plain.ask(reference, "What is here?", "seed", max_new_tokens=2)
+    assert counting.tiles == [tiles_of_reference]
+    both = plain.request([reference, frame], "What changed?", "seed", max_new_tokens=12)
+    inputs = plain.process(both)
+    tiles_of_both = len(inputs["pixel_values"][0])
+    with torch.inference_mode():
+        cached = plain.image_features(inputs)
+    assert counting.tiles == [tiles_of_reference, tiles_of_both - tiles_of_reference]
+    answer = plain.ask_batch([both])[0]
+    assert len(counting.tiles) == 2  # the whole request now comes from the cache
+    plain.vision_cache.clear()
+    with torch.inference_mode():
+        fresh = plain.image_features(inputs)
+    assert counting.tiles[-1] == tiles_of_both
+    assert (cached - fresh).abs().max().item() < 1e-5
+    assert plain.ask_batch([both])[0].raw_text == answer.raw_text
+
+
+def test_a_tile_repeated_in_one_request_is_encoded_once_and_the_cache_stays_bounded(plain, monkeypatch):
+    counting = CountingVision(plain.vision)
+    monkeypatch.setattr(plain, "vision", counting)
+    monkeypatch.setattr(engine_module, "TILE_CACHE_SIZE", 20)
+    plain.vision_cache.clear()
+    uniform = Image.new("RGB", (400, 300), (40, 90, 160))  # every tile, the downscaled whole picture's too, the same pixels
+    inputs = plain.process(plain.request(uniform, "?"))
+    tiles = len(inputs["pixel_values"][0])
+    with torch.inference_mode():
+        features = plain.image_features(inputs)
+    assert tiles > 2 and counting.tiles == [1]
+    assert len(features) == tiles * plain.processor.image_seq_len
+    for seed in range(4):
+        plain.ask(picture(300, 200, seed=20 + seed), "?", "seed", max_new_tokens=1)
+        assert len(plain.vision_cache) <= 20
+    assert sum(counting.tiles) > 20
 
 
 def test_defaults_are_used_without_flags_and_can_be_switched_off(tiny_checkpoint, monkeypatch):

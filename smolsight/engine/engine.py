@@ -29,10 +29,11 @@ from .options import NATIVE_IMAGE_SIZE, PREFILL_CHUNK, PROCESSING_SETTINGS, Gene
 from .prompts import Message, chat_text, images_of, native_images, validate, video_of
 from .redundancy import repetition_metrics
 from .structured import Constraint, Grammars, ResponseFormat
+from .torch_vision import image_tiles
 
 __all__ = ["Chunk", "Engine", "Request", "Result"]
 
-VISION_CACHE_SIZE = 32
+TILE_CACHE_SIZE = 416  # tiles whose features are kept: 32 pictures of 13 tiles (an 800x600 frame at the model's size)
 
 
 @dataclass
@@ -217,18 +218,31 @@ class Engine:
         return self.processor(text=[text], **kwargs)
 
     def image_features(self, inputs: dict) -> torch.Tensor:
-        """Vision encoder + connector output, cached by pixel content."""
-        pixels = inputs["pixel_values"]
-        key = hashlib.sha1(pixels.contiguous().numpy()).hexdigest()  # hashes the buffer, no copy
-        if key in self.vision_cache:
+        """Vision encoder + connector output, cached per tile by pixel content: a tile seen before (the
+        same picture asked about again, a reference picture beside a new one) is not encoded again.
+        SigLIP encodes each tile on its own, so a tile's features do not depend on the tiles beside it."""
+        tiles, masks = image_tiles(inputs["pixel_values"], inputs.get("pixel_attention_mask"))
+        keys = [tile_key(tile, None if masks is None else masks[i]) for i, tile in enumerate(tiles)]
+        new = list(dict.fromkeys(key for key in keys if key not in self.vision_cache))  # a tile repeated in this request: once
+        if new:
+            index = torch.tensor([keys.index(key) for key in new])
+            features = self.vision(tiles[index][None], None if masks is None else masks[index][None])
+            for key, tile_features in zip(new, features.unflatten(0, (len(new), -1))):
+                self.vision_cache[key] = tile_features.clone()  # not a view that would keep the whole call's output alive
+        for key in keys:
             self.vision_cache.move_to_end(key)
-            return self.vision_cache[key]
-        features = self.vision(pixels, inputs.get("pixel_attention_mask"))
-        self.vision_cache[key] = features
-        if len(self.vision_cache) > VISION_CACHE_SIZE:
+        features = torch.cat([self.vision_cache[key] for key in keys])
+        while len(self.vision_cache) > TILE_CACHE_SIZE:
             self.vision_cache.popitem(last=False)
         return features
 
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
+
+def tile_key(tile: torch.Tensor, mask: torch.Tensor | None) -> str:
+    """A tile's pixels and pixel mask, hashed (the buffers themselves, no copy)."""
+    digest = hashlib.sha1(tile.contiguous().numpy())
+    if mask is not None:
+        digest.update(mask.contiguous().numpy())
+    return digest.hexdigest()

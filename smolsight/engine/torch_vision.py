@@ -24,18 +24,22 @@ class VisionTower(nn.Module):
         return self.connector(hidden)  # [N, tokens per tile, text hidden]
 
 
-def real_tiles(pixels: torch.Tensor, pixel_mask: torch.Tensor | None, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """What transformers' `get_image_features` gives the encoder: the tiles [N, 3, S, S] without
-    the all-zero images that pad a batch, and for each tile which patches hold pixels [N, S/p, S/p]
-    (a tile that is only partly image attends to its image patches only)."""
+def image_tiles(pixels: torch.Tensor, pixel_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The tiles [N, 3, S, S] of a processor's pixel values [batch, images, 3, S, S] without the
+    all-zero images that pad a batch, with their pixel masks [N, S, S] (None when there are none)."""
     tiles = pixels.flatten(0, 1)  # [batch * images, 3, S, S]
     real = (tiles != 0).flatten(1).any(dim=1)
     real[0] |= ~real.any()  # no image at all: keep one, as transformers does
-    tiles = tiles[real]
-    if pixel_mask is None:
+    return tiles[real], None if pixel_mask is None else pixel_mask.flatten(0, 1)[real]
+
+
+def real_tiles(pixels: torch.Tensor, pixel_mask: torch.Tensor | None, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What transformers' `get_image_features` gives the encoder: the tiles [N, 3, S, S] (`image_tiles`)
+    and for each tile which patches hold pixels [N, S/p, S/p] (a tile that is only partly image attends
+    to its image patches only)."""
+    tiles, mask = image_tiles(pixels, pixel_mask)
+    if mask is None:
         mask = torch.ones(tiles.shape[0], tiles.shape[2], tiles.shape[3], dtype=torch.bool, device=tiles.device)
-    else:
-        mask = pixel_mask.flatten(0, 1)[real]
     patches = mask.unfold(1, patch_size, patch_size).unfold(2, patch_size, patch_size)
     return tiles, patches.sum(dim=(-1, -2)) > 0
 
