@@ -618,6 +618,7 @@ def make_report(inputs: Inputs, engine: Engine, reports: list[PathReport], repea
             "decode": round(smol["decode_tokens_per_s"] / seed["decode_tokens_per_s"], 2) if seed["decode_tokens_per_s"] else None,
             "end_to_end": faster("end_to_end_s"),
             "images_per_s": round(smol["images_per_s"] / seed["images_per_s"], 2),
+            "end_to_end_per_round": [round(a.total_s / b.total_s, 2) for a, b in zip(reports[0].runs, reports[1].runs, strict=True)],
         },
     }
 
@@ -689,7 +690,9 @@ def format_report(report: dict) -> str:
     lines.append(format_table(["", "seed path", "smolsight", "smolsight vs seed"], rows, right=(1, 2, 3)))
     speedup = report["speedup"]
     lines += ["", f"smolsight vs the seed path: {relative(speedup['end_to_end'])} end to end, "
-                  f"{relative(speedup['ttft'])} to the first token, {relative(speedup['decode'])} decoding"]  # fmt: skip
+                  f"{relative(speedup['ttft'])} to the first token, {relative(speedup['decode'])} decoding",
+              f"end to end, round by round (each smolsight run against the seed path's run beside it): "
+              f"{', '.join(f'{ratio:.2f}x' for ratio in speedup['end_to_end_per_round'])}"]  # fmt: skip
     if "vision" in report:
         cost = report["vision"]
         bases = [base for base in ("torch", "torch one call") if base in cost["backends"]]

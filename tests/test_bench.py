@@ -57,10 +57,14 @@ def test_both_paths_get_the_split(engine, tiny_checkpoint):
 
 def test_bench_reports_the_split_the_cpu_and_the_load(tiny_checkpoint, tmp_path):
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(main, ["bench", "--model", tiny_checkpoint, "--tokens", "2", "--repeats", "1", "--size", "320x240", "-o", str(out)])
+    result = CliRunner().invoke(main, ["bench", "--model", tiny_checkpoint, "--tokens", "2", "--repeats", "2", "--size", "320x240", "-o", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["inputs"]["image"] == "320x240"
+    seed, smol = (report["paths"][name]["runs"] for name in ("seed path", "smolsight"))
+    rounds = report["speedup"]["end_to_end_per_round"]
+    assert rounds == [round(a["total_s"] / b["total_s"], 2) for a, b in zip(seed, smol)] and len(rounds) == 2
+    assert "round by round" in result.output and f"{rounds[1]:.2f}x" in result.output
     for path in report["paths"].values():
         assert {"preprocess_s", "vision_s", "prefill_s", "other_s", "decode_ms_per_token"} <= set(path)
         assert path["vision_s"] > 0 and path["runs"][0]["load_average"] >= 0 and path["runs"][0]["phases"]["prefill"] > 0
