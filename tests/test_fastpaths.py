@@ -223,6 +223,26 @@ def test_a_tile_repeated_in_one_request_is_encoded_once_and_the_cache_stays_boun
     assert sum(counting.tiles) > 20
 
 
+def test_requests_prepared_on_two_threads_keep_their_features_while_the_cache_evicts(plain, monkeypatch):
+    """A cache far smaller than one picture: each thread's tiles are evicted by the other's while it
+    encodes, and every request still gets the features it would get alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(engine_module, "TILE_CACHE_SIZE", 3)
+    inputs = [plain.process(plain.request(noise(200 + 20 * i, 150, seed=30 + i), "?")) for i in range(6)]
+    with torch.inference_mode():
+        alone = []
+        for item in inputs:
+            plain.vision_cache.clear()
+            alone.append(plain.image_features(item))
+        plain.vision_cache.clear()
+        with ThreadPoolExecutor(2) as pool:
+            together = list(pool.map(plain.image_features, inputs + inputs[::-1]))
+    assert len(plain.vision_cache) <= 3
+    for got, expected in zip(together, alone + alone[::-1]):
+        assert got.shape == expected.shape and (got - expected).abs().max().item() < 1e-5
+
+
 def test_defaults_are_used_without_flags_and_can_be_switched_off(tiny_checkpoint, monkeypatch):
     monkeypatch.delenv("SMOLSIGHT_FAST", raising=False)
     engine = Engine.load(tiny_checkpoint, device="cpu", quiet=True)

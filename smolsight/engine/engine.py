@@ -10,6 +10,7 @@ strings, the loop guard, cancellation and the token limit, each per row.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -82,7 +83,8 @@ class Engine:
         self.vocab = model.config.text_config.vocab_size
         self.layout = decoding.layout_tokens(self.tokenizer, self.vocab)
         self.token_texts = logprobs.TokenTexts(self.tokenizer)
-        self.vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # tile key -> features (`image_features`)
+        self.vision_cache_lock = threading.Lock()
         self.vision = vision_backend or vision.TorchVision(model, device)  # image features: torch or OpenVINO
         self.decode_forward = fastpaths.decode_step(model, fast)  # the model's one-token forward
         self.grammars = Grammars(self.tokenizer, self.vocab, sorted(self.eos_ids))  # structured output
@@ -220,21 +222,26 @@ class Engine:
     def image_features(self, inputs: dict) -> torch.Tensor:
         """Vision encoder + connector output, cached per tile by pixel content: a tile seen before (the
         same picture asked about again, a reference picture beside a new one) is not encoded again.
-        SigLIP encodes each tile on its own, so a tile's features do not depend on the tiles beside it."""
+        SigLIP encodes each tile on its own, so a tile's features do not depend on the tiles beside it.
+        The request keeps its own references to its tiles' features, so requests prepared on other
+        threads meanwhile can evict them from the cache without taking them from this one."""
         tiles, masks = image_tiles(inputs["pixel_values"], inputs.get("pixel_attention_mask"))
         keys = [tile_key(tile, None if masks is None else masks[i]) for i, tile in enumerate(tiles)]
-        new = list(dict.fromkeys(key for key in keys if key not in self.vision_cache))  # a tile repeated in this request: once
+        with self.vision_cache_lock:
+            found = {key: self.vision_cache.get(key) for key in keys}  # a tile repeated in this request: once
+        new = [key for key, features in found.items() if features is None]
         if new:
             index = torch.tensor([keys.index(key) for key in new])
             features = self.vision(tiles[index][None], None if masks is None else masks[index][None])
             for key, tile_features in zip(new, features.unflatten(0, (len(new), -1))):
-                self.vision_cache[key] = tile_features.clone()  # not a view that would keep the whole call's output alive
-        for key in keys:
-            self.vision_cache.move_to_end(key)
-        features = torch.cat([self.vision_cache[key] for key in keys])
-        while len(self.vision_cache) > TILE_CACHE_SIZE:
-            self.vision_cache.popitem(last=False)
-        return features
+                found[key] = tile_features.clone()  # not a view that would keep the whole call's output alive
+        with self.vision_cache_lock:
+            for key, tile_features in found.items():
+                self.vision_cache[key] = tile_features
+                self.vision_cache.move_to_end(key)
+            while len(self.vision_cache) > TILE_CACHE_SIZE:
+                self.vision_cache.popitem(last=False)
+        return torch.cat([found[key] for key in keys])
 
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
