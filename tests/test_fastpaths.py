@@ -15,7 +15,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 from helpers import picture
-
 from PIL import Image
 
 from smolsight.engine import engine as engine_module
