@@ -5,7 +5,7 @@ The copy is what torch's eager dynamic quantisation (`torch.ao.nn.quantized.dyna
 with `per_channel_dynamic_qconfig`) makes, built directly: that module's constructor packs a
 placeholder weight of the full size before `from_float` packs the real one, which made loading
 the 256M's int8 decode step take 2.4 s, most of a CPU engine's load (docs/performance.md, "Load and the
-vision cache")."""
+vision cache"). fbgemm packs on one thread, so `leandecode` packs several matrices side by side."""
 
 from __future__ import annotations
 
