@@ -540,6 +540,14 @@ def ocr_cost(picture: Image.Image, repeats: int, quiet: bool) -> dict:
     return {"engine": engine, "seconds_per_image": round(statistics.median(runs), 4), "runs": runs, "lines": len(lines)}
 
 
+VISION_BASES = ("torch", "torch one call")  # what `vision_cost` gives each backend's speed against
+
+
+def versus(base: str) -> str:
+    """The report's key for a backend's speed-up over `base`: "vs_torch", "vs_torch_one_call"."""
+    return f"vs_{base.replace(' ', '_')}"
+
+
 def vision_cost(engine: Engine, picture: Image.Image, image_size: int | None, repeats: int, quiet: bool) -> dict:
     """The vision encoder + connector alone on the picture's tiles: torch (the engine's dtype),
     OpenVINO at the CPU's float precision and OpenVINO int8, interleaved, medians of `repeats`
@@ -568,8 +576,7 @@ def vision_cost(engine: Engine, picture: Image.Image, image_size: int | None, re
                 runs[name].append(round(time.perf_counter() - start, 4))
                 log(f"[{repeat + 1}/{repeats}] vision on {name}: {runs[name][-1]:.2f} s", quiet)
     medians = {name: statistics.median(times) for name, times in runs.items()}
-    ratios = lambda name: {f"vs_{base.replace(' ', '_')}": round(medians[base] / medians[name], 2)  # noqa: E731
-                           for base in ("torch", "torch one call") if base in medians}  # fmt: skip
+    ratios = lambda name: {versus(base): round(medians[base] / medians[name], 2) for base in VISION_BASES if base in medians}  # noqa: E731
     return {
         "tiles": tiles,
         "reference": "float32 torch on the same weights",
@@ -695,8 +702,8 @@ def format_report(report: dict) -> str:
               f"{', '.join(f'{ratio:.2f}x' for ratio in speedup['end_to_end_per_round'])}"]  # fmt: skip
     if "vision" in report:
         cost = report["vision"]
-        bases = [base for base in ("torch", "torch one call") if base in cost["backends"]]
-        rows = [[name, f"{b['seconds']:.2f}", *(relative(b[f"vs_{base.replace(' ', '_')}"]) if name != base else "" for base in bases),
+        bases = [base for base in VISION_BASES if base in cost["backends"]]
+        rows = [[name, f"{b['seconds']:.2f}", *(relative(b[versus(base)]) if name != base else "" for base in bases),
                  f"{b['max_diff']:.4f}", f"{b['mean_diff']:.5f}"] for name, b in cost["backends"].items()]  # fmt: skip
         lines += ["", f"Vision encoder + connector alone, {cost['tiles']} tiles, medians of {inputs['repeats']} (error: against {cost['reference']}):",
                   format_table(["backend", "seconds", *(f"vs {base}" for base in bases), "max diff", "mean diff"], rows,

@@ -129,7 +129,8 @@ def feature_errors(backends: dict, model, inputs: list, quiet: bool = False) -> 
             reference = reference_features(model, pixels, mask, tower)
             for name, backend in backends.items():
                 gaps[name].append((backend(pixels, mask).float() - reference).abs().flatten())
-    return {name: (torch.cat(parts).max().item(), torch.cat(parts).mean().item()) for name, parts in gaps.items()}
+    gaps = {name: torch.cat(parts) for name, parts in gaps.items()}
+    return {name: (gap.max().item(), gap.mean().item()) for name, gap in gaps.items()}
 
 
 def processed(processor, picture) -> tuple[torch.Tensor, torch.Tensor | None]:
